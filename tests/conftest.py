@@ -1,0 +1,25 @@
+"""Shared test setup: a private VLTOOL_HOME and no hub access, ever."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("COLUMNS", "200")
+os.environ.setdefault("TERMINAL_WIDTH", "200")
+
+TESTS_DIR = Path(__file__).parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+@pytest.fixture
+def vltool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "vltool-home"
+    monkeypatch.setenv("VLTOOL_HOME", str(home))
+    return home

@@ -1,0 +1,274 @@
+"""The one training loop every stage uses (warm-up, transfer, tune-mma, demo pre-training).
+
+Stages differ only in which parameters have ``requires_grad``, the loss function and the data;
+everything else lives here: Accelerate device placement / DDP / mixed precision, the effective
+batch split into micro-batches and gradient accumulation, AdamW groups, LR schedule, gradient
+clipping, periodic evaluation, checkpoint + bit-exact resume, non-finite loss handling,
+``metrics.jsonl`` and progress reporting on the main process.
+
+Runs in-process (one device) or under ``accelerate launch`` / ``torchrun`` (one process per
+device). A 2-process CPU run::
+
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
+        --mixed_precision no --dynamo_backend no -m vltool ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import nullcontext
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vltool.errors import UserError
+from vltool.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vltool.training.optim import build_optimizer, build_scheduler
+from vltool.training.progress import NullReporter, Reporter
+from vltool.training.sampler import StepBatchSampler
+from vltool.training.settings import TrainSettings
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+EvalFn = Callable[[nn.Module, int], dict[str, float]]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps taken, logged metrics, why it stopped, and the trained model."""
+
+    steps: int
+    history: list[dict] = field(default_factory=list)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    stopped: str = "completed"
+    skipped_nonfinite: int = 0
+    wall_time_s: float = 0.0
+    model: nn.Module | None = None
+
+
+def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accelerator:
+    """An Accelerator whose mixed precision matches what the device can do.
+
+    ``auto`` means bf16 on a CUDA device that supports it, else fp32. fp16 without CUDA is a
+    user error (CPU autocast has no fp16 path worth using).
+    """
+    has_cuda = torch.cuda.is_available() and not cpu
+    if precision == "auto":
+        precision = "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "no"
+    if precision == "fp16" and not has_cuda:
+        raise UserError("precision fp16 needs a CUDA device; use precision=bf16 or precision=no on CPU")
+    # The schedule is written in optimizer steps of the effective batch, so the scheduler must
+    # step once per optimizer step, not once per process as Accelerate does by default.
+    kwargs: dict[str, Any] = {"mixed_precision": precision, "step_scheduler_with_optimizer": False}
+    if cpu:
+        kwargs["cpu"] = True
+    return Accelerator(**kwargs)
+
+
+def plan_steps(settings: TrainSettings, dataset_size: int, world: int) -> tuple[int, int, int]:
+    """(total optimizer steps, micro-batch size per process, accumulation steps)."""
+    micro = settings.micro_batch_size or max(1, settings.batch_size // world)
+    per_forward = micro * world
+    if settings.batch_size % per_forward:
+        raise UserError(
+            f"batch_size {settings.batch_size} is not a multiple of micro_batch_size {micro} x "
+            f"{world} processes; pick a batch_size divisible by {per_forward}"
+        )
+    accum = settings.batch_size // per_forward
+    if settings.max_steps is not None:
+        total = settings.max_steps
+    else:
+        total = max(1, math.floor(settings.epochs * dataset_size / settings.batch_size))
+    return total, micro, accum
+
+
+def _trainable_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _keep_trainable_only(model: nn.Module) -> Callable:
+    """Save-state hook: checkpoint only what trains (a frozen 7B LLM is not copied each save)."""
+    names = _trainable_names(model)
+
+    def hook(models: list, weights: list, output_dir: str) -> None:
+        for i, state in enumerate(weights):
+            weights[i] = {k: v for k, v in state.items() if k.removeprefix("module.") in names}
+
+    return hook
+
+
+def _move(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _move(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_move(v, device) for v in batch)
+    return batch
+
+
+class _MetricsLog:
+    """Append-only ``metrics.jsonl`` written by the main process; rewritten on resume."""
+
+    def __init__(self, path: Path | None, history: Sequence[dict], enabled: bool) -> None:
+        self.path = path if enabled else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in history))
+
+    def write(self, row: dict) -> None:
+        if self.path is not None:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_data: Dataset,
+    settings: TrainSettings,
+    collate_fn: Callable | None = None,
+    run_dir: Path | None = None,
+    eval_fn: EvalFn | None = None,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    accelerator: Accelerator | None = None,
+    task: str = "train",
+) -> TrainResult:
+    """Train the parameters of ``model`` that have ``requires_grad`` and return the result.
+
+    ``loss_fn(model, batch)`` returns the mean loss of a micro-batch. ``eval_fn(model, step)``
+    runs on the main process every ``eval_every`` steps and at the end; its numbers go to
+    ``metrics.jsonl`` under ``eval``. With ``resume`` the newest checkpoint in
+    ``run_dir/checkpoints`` is restored and the run continues to the same result an
+    uninterrupted run gives.
+    """
+    started = time.perf_counter()
+    accelerator = accelerator or make_accelerator(settings.precision)
+    main = accelerator.is_main_process
+    reporter = reporter if (reporter is not None and main) else NullReporter()
+    set_seed(settings.seed)
+    total, micro, accum = plan_steps(settings, len(train_data), accelerator.num_processes)
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+
+    optimizer = build_optimizer(model, settings)
+    scheduler = build_scheduler(optimizer, total, settings)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    trainables = [p for p in model.parameters() if p.requires_grad]
+    accelerator.register_save_state_pre_hook(_keep_trainable_only(accelerator.unwrap_model(model)))
+
+    start_step, history, skipped = 0, [], 0
+    if resume:
+        if run_dir is None:
+            raise UserError("resume needs a run folder; none was given")
+        found = latest_checkpoint(run_dir)
+        if found is None:
+            raise UserError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+        state = load_checkpoint(accelerator, found)
+        start_step, history, skipped = state["step"], state["history"], state.get("skipped", 0)
+        reporter.log(f"resumed from {found} at step {start_step}")
+
+    log = _MetricsLog(run_dir / "metrics.jsonl" if run_dir else None, history, main)
+    sampler = StepBatchSampler(
+        len(train_data), micro, accum, accelerator.num_processes, accelerator.process_index,
+        settings.seed, total, start_step,
+    )
+    loader = DataLoader(
+        train_data, batch_sampler=sampler, collate_fn=collate_fn, num_workers=settings.num_workers
+    )
+    # DataLoader.__iter__ draws a base seed from the global RNG; keep that draw from shifting
+    # the dropout stream, so a resumed run matches an uninterrupted one bit for bit.
+    rng_state = torch.get_rng_state()
+    batches = iter(loader)
+    torch.set_rng_state(rng_state)
+    samples_per_step = micro * accum * accelerator.num_processes
+    reporter.start(task, total)
+    result = TrainResult(steps=start_step, history=history, skipped_nonfinite=skipped)
+    tick, recent = time.perf_counter(), []
+
+    def evaluate(step: int) -> None:
+        if eval_fn is None:
+            return
+        if main:
+            unwrapped = accelerator.unwrap_model(model)
+            was_training = unwrapped.training
+            unwrapped.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in eval_fn(unwrapped, step).items()}
+            unwrapped.train(was_training)
+            row = {"step": step, "eval": metrics}
+            history.append(row)
+            log.write(row)
+            result.final_metrics = metrics
+        accelerator.wait_for_everyone()
+
+    model.train()
+    for step in range(start_step, total):
+        losses = []
+        for micro_index in range(accum):
+            batch = _move(next(batches), accelerator.device)
+            sync = micro_index == accum - 1
+            context = accelerator.no_sync(model) if not sync else nullcontext()
+            with context, accelerator.autocast():
+                loss = loss_fn(model, batch)
+                accelerator.backward(loss / accum)
+            losses.append(loss.detach().float())
+        step_loss = torch.stack(losses).mean()
+        finite = torch.isfinite(step_loss).to(accelerator.device, torch.float32)
+        finite = accelerator.reduce(finite, reduction="sum") if accelerator.num_processes > 1 else finite
+        if finite.item() < accelerator.num_processes:
+            optimizer.zero_grad(set_to_none=True)
+            if settings.on_nonfinite == "skip":
+                skipped += 1
+                scheduler.step()
+                continue
+            result.stopped = f"non-finite loss at step {step + 1}"
+            break
+        if settings.max_grad_norm:
+            accelerator.clip_grad_norm_(trainables, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+        recent.append(mean_loss)
+        if done % settings.log_every == 0 or done == total:
+            now = time.perf_counter()
+            row = {
+                "step": done,
+                "loss": sum(recent) / len(recent),
+                "lr": scheduler.get_last_lr()[0],
+                "samples_per_s": samples_per_step * len(recent) / max(now - tick, 1e-9),
+            }
+            tick, recent = now, []
+            history.append(row)
+            log.write(row)
+            reporter.update(done, loss=row["loss"], lr=row["lr"], samples_per_s=row["samples_per_s"])
+        if settings.eval_every and done % settings.eval_every == 0 and done != total:
+            evaluate(done)
+        if run_dir is not None and settings.save_every and done % settings.save_every == 0:
+            save_checkpoint(
+                accelerator, run_dir, done, {"history": history, "skipped": skipped},
+                settings.keep_checkpoints,
+            )
+        result.steps = done
+
+    if result.stopped == "completed":
+        evaluate(result.steps)
+    reporter.finish(steps=result.steps, stopped=result.stopped)
+    result.history = history
+    result.skipped_nonfinite = skipped
+    result.wall_time_s = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+    result.model = accelerator.unwrap_model(model)
+    return result
+

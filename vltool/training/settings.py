@@ -1,0 +1,49 @@
+"""Hyper-parameters of the one training loop, as a typed schema.
+
+Kept free of torch so recipes can be validated (and ``vltool --help`` stays instant) without
+importing it. ``batch_size`` is the EFFECTIVE batch per optimizer step across all processes:
+the loop derives gradient accumulation from it, so a recipe gives the same optimisation on
+1 GPU or 8 (LaVIN's users complained that results changed with the GPU count).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainSettings(BaseModel):
+    """Everything the loop needs besides the model, the loss and the data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-4, gt=0, description="peak learning rate")
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(0, ge=0, description="linear LR warm-up, in optimizer steps")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; wins over epochs")
+    epochs: float | None = Field(None, gt=0, description="passes over the data when max_steps is unset")
+    batch_size: int = Field(32, ge=1, description="effective batch per optimizer step, all processes")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="samples per process per forward; default batch_size / processes"
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decay; never applied to bias/norm/1-D")
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = Field(None, gt=0, description="clip gradients to this norm")
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    eval_every: int = Field(0, ge=0, description="run the eval hook every N steps (0: only at the end)")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: no checkpoints)")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="non-finite loss: stop keeping the last good checkpoint, or skip the step"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+    @model_validator(mode="after")
+    def _length_given(self) -> "TrainSettings":
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("give max_steps or epochs")
+        return self
