@@ -90,6 +90,14 @@ def plan_steps(settings: TrainSettings, dataset_size: int, world: int) -> tuple[
     return total, micro, accum
 
 
+def resolve_warmup(settings: TrainSettings, dataset_size: int) -> TrainSettings:
+    """Turn ``warmup_epochs`` into ``warmup_steps`` for this data size."""
+    if settings.warmup_epochs is None:
+        return settings
+    steps = math.floor(settings.warmup_epochs * dataset_size / settings.batch_size)
+    return settings.model_copy(update={"warmup_steps": steps, "warmup_epochs": None})
+
+
 def _trainable_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
@@ -156,6 +164,7 @@ def train(
     main = accelerator.is_main_process
     reporter = reporter if (reporter is not None and main) else NullReporter()
     set_seed(settings.seed)
+    settings = resolve_warmup(settings, len(train_data))
     total, micro, accum = plan_steps(settings, len(train_data), accelerator.num_processes)
     if run_dir is not None:
         run_dir = Path(run_dir)

@@ -21,6 +21,9 @@ class TrainSettings(BaseModel):
     lr: float = Field(1e-4, gt=0, description="peak learning rate")
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = Field(0, ge=0, description="linear LR warm-up, in optimizer steps")
+    warmup_epochs: float | None = Field(
+        None, ge=0, description="linear LR warm-up in epochs (LaVIN: 2); wins over warmup_steps"
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; wins over epochs")
     epochs: float | None = Field(None, gt=0, description="passes over the data when max_steps is unset")

@@ -1,0 +1,57 @@
+"""Recipe validation: every shipped recipe passes; errors name file, key and a suggestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vltool.config.loader import load_recipe, parse_override, read_yaml, validate_recipe
+from vltool.config.shipped import find_recipe, list_recipes
+from vltool.errors import UserError
+
+
+def test_every_shipped_recipe_validates() -> None:
+    recipes = list_recipes()
+    assert len(recipes) >= 6
+    for name, path in recipes:
+        cfg = validate_recipe(read_yaml(path), str(path))
+        assert cfg.stage in ("warmup", "transfer", "tune-mma", "eval"), name
+
+
+def test_all_errors_reported_at_once_with_file_key_and_suggestion(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: transfer\nsrc: a\ndst: b\ntrain:\n  lrr: 1.0\n  batch_size: zero\nwarmup:\n  lr_mul: 5\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(bad, "transfer")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"{bad}: ") for line in lines)
+    joined = "\n".join(lines)
+    assert "unknown key 'train.lrr'; did you mean 'lr'?" in joined
+    assert "unknown key 'warmup.lr_mul'; did you mean 'lr_mult'?" in joined
+    assert "'train.batch_size' = 'zero'" in joined
+
+
+def test_overrides_and_flags_win_and_keep_stage_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("stage: transfer\nsrc: a\ndst: b\ntrain:\n  lr: 0.001\n  max_steps: 10\n")
+    cfg = load_recipe(path, "transfer", ["train.lr=3e-4", "warmup.feature_cache=false"], {"dst": "c"})
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.weight_decay == 0.05  # the transfer stage's default survives a partial section
+    assert cfg.warmup.feature_cache is False and cfg.dst == "c" and cfg.train.max_steps == 10
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    with pytest.raises(UserError, match="must look like key=value"):
+        parse_override("train.lr")
+
+
+def test_wrong_stage_and_bad_yaml_are_clear(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("stage: tune-mma\nmodel: x\n")
+    with pytest.raises(UserError, match="is a 'tune-mma' recipe; this command needs a 'transfer' recipe"):
+        load_recipe(path, "transfer")
+    path.write_text("stage: [unclosed\n")
+    with pytest.raises(UserError, match=r"r.yaml line \d+ is not valid YAML"):
+        load_recipe(path, "transfer")
+    with pytest.raises(UserError, match="did you mean 'demo/transfer-opt-s-to-llama'"):
+        find_recipe("demo/transfer-opt-s-to-lama")

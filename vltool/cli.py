@@ -1,0 +1,468 @@
+"""The ``vltool`` command line: parse, load + validate the recipe, call ONE stage, render.
+
+No training code lives here and torch is never imported at module level, so ``vltool --help``
+is instant; each command imports its stage when it runs. Any ``UserError`` becomes one line on
+stderr and exit code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from vltool import __version__
+from vltool.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+STATE: dict[str, Any] = {"debug": False}
+
+app = typer.Typer(
+    name="vltool",
+    help="Build multimodal LLMs cheaply: VPGTrans (move a BLIP-2 visual prompt generator to a new "
+    "LLM) and LaVIN's Mixture-of-Modality Adaptation (routed MM-Adapters), from recipe YAMLs.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+zoo_app = typer.Typer(help="Model aliases and the built-in demo world.", no_args_is_help=True)
+recipes_app = typer.Typer(help="Discover, inspect, copy and validate recipe YAMLs.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(recipes_app, name="recipes")
+
+RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML (a path or a shipped recipe name)")
+OutOpt = typer.Option(..., "--out", "-o", help="output artifact folder (written atomically)")
+ForceOpt = typer.Option(False, "--force", help="replace --out if it exists")
+OverridesArg = typer.Argument(None, help="dotted key=value overrides, e.g. train.lr=3e-4", show_default=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"vltool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="show full tracebacks on errors"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """vltool: VPGTrans + LaVIN MMA for any Hugging Face causal LM."""
+    STATE["debug"] = debug
+
+
+def _reporter():
+    from vltool.ui.rich_reporter import RichReporter
+
+    return RichReporter(err_console)
+
+
+def _recipe(recipe: str | None, stage: str, overrides: list[str] | None, flags: dict[str, Any]):
+    from vltool.config.loader import load_recipe
+    from vltool.config.shipped import find_recipe
+
+    path = find_recipe(recipe) if recipe else None
+    return load_recipe(path, stage, overrides or [], flags)
+
+
+def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
+    """Call a stage with a Rich reporter that is closed whatever happens."""
+    reporter = _reporter()
+    try:
+        return fn(*args, reporter=reporter, **kwargs)
+    finally:
+        reporter.close()
+
+
+def _show_artifact(path: Path) -> None:
+    from vltool.artifacts import read_artifact
+    from vltool.ui.tables import rows_table
+
+    art = read_artifact(path, verify=False)
+    rows = [["artifact", str(path)], ["kind", art.kind]]
+    rows += [[k, v] for k, v in sorted(art.manifest.get("metrics", {}).items()) if not isinstance(v, dict)]
+    console.print(rows_table("result", ["", "value"], rows))
+
+
+def _data_flags(data: list[str] | None, val: list[str] | None, images: str | None, skip: bool | None) -> dict:
+    return {
+        "data.train": data or None,
+        "data.val": val or None,
+        "data.images": images,
+        "data.skip_bad_images": skip or None,
+    }
+
+
+def _print_dry_run(report: dict) -> None:
+    from vltool.ui.tables import rows_table
+
+    console.print(rows_table(report["title"], report["columns"], report["rows"]))
+    for note in report.get("notes", []):
+        console.print(f"[dim]{note}[/dim]")
+
+
+WARMUP_EPILOG = """[bold]Examples[/bold]
+
+  vltool warmup --src demo-blip2-opt-s --dst demo-llama --data demo:caption --out runs/warm
+
+  vltool warmup -r vpgtrans/opt2.7b-to-vicuna7b --data coco:karpathy_train.json --images coco/ \\
+      --out runs/vicuna-warm train.lr=1e-4
+
+  vltool warmup --src opt2.7b --dst vicuna7b --dry-run
+"""
+
+
+@app.command(epilog=WARMUP_EPILOG)
+def warmup(
+    src: Optional[str] = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
+    dst: Optional[str] = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
+    data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="validation data SPEC"),
+    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
+    recipe: Optional[str] = RecipeOpt,
+    warmup_lr_mult: Optional[float] = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
+    no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
+    no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
+    force: bool = ForceOpt,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Stage 1 of VPGTrans: inherit the source VPG, init the projector with the word converter, train the projector only."""
+    flags = {
+        "src": src, "dst": dst, "warmup.lr_mult": warmup_lr_mult,
+        "converter.enabled": False if no_converter else None,
+        "warmup.feature_cache": False if no_feature_cache else None,
+        **_data_flags(data, val_data, images, skip_bad_images),
+    }
+    cfg = _recipe(recipe, "warmup", overrides, flags)
+    from vltool.stages import vpgtrans
+
+    if dry_run:
+        _print_dry_run(vpgtrans.dry_run(cfg))
+        return
+    _show_artifact(_run_stage(vpgtrans.run_warmup, cfg, _need_out(out), force=force))
+
+
+TRANSFER_EPILOG = """[bold]Examples[/bold]
+
+  vltool transfer --src demo-blip2-opt-s --dst demo-llama --data demo:caption --out runs/vpg
+
+  vltool transfer --from-warmup runs/warm --data demo:caption --out runs/vpg
+
+  vltool transfer --src demo-blip2-opt-s --dst demo-llama --data demo:caption --from-scratch --out runs/scratch
+
+  vltool transfer --src opt2.7b --dst vicuna7b --dry-run
+"""
+
+
+def _need_out(out: Path | None) -> Path:
+    if out is None:
+        raise UserError("--out is required (the folder the artifact is written to)")
+    return out
+
+
+@app.command(epilog=TRANSFER_EPILOG)
+def transfer(
+    src: Optional[str] = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
+    dst: Optional[str] = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
+    data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="validation data SPEC"),
+    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
+    recipe: Optional[str] = RecipeOpt,
+    from_warmup: Optional[Path] = typer.Option(None, help="continue from a warm-up artifact"),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="fresh Q-Former/queries/projector (baseline)"),
+    no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
+    warmup_lr_mult: Optional[float] = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
+    no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out's run folder"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
+    force: bool = ForceOpt,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
+    flags = {
+        "src": src, "dst": dst, "from_scratch": True if from_scratch else None,
+        "warmup.lr_mult": warmup_lr_mult,
+        "converter.enabled": False if no_converter else None,
+        "warmup.feature_cache": False if no_feature_cache else None,
+        **_data_flags(data, val_data, images, skip_bad_images),
+    }
+    if from_warmup is not None:
+        from vltool.stages import vpgtrans
+
+        flags = {**vpgtrans.flags_from_warmup(from_warmup), **{k: v for k, v in flags.items() if v is not None}}
+    cfg = _recipe(recipe, "transfer", overrides, flags)
+    from vltool.stages import vpgtrans
+
+    if dry_run:
+        _print_dry_run(vpgtrans.dry_run(cfg))
+        return
+    result = _run_stage(
+        vpgtrans.run_transfer, cfg, _need_out(out), from_warmup=from_warmup, force=force, resume=resume
+    )
+    _show_artifact(result)
+
+
+TUNE_EPILOG = """[bold]Examples[/bold]
+
+  vltool tune-mma --model runs/vpg --data demo:sqa --data demo:text --out runs/mma
+
+  vltool tune-mma -r mma/lavin-7b-scienceqa --data scienceqa:ScienceQA/ --out runs/lavin7b
+
+  vltool tune-mma --model llama7b --front-end clip --dry-run
+"""
+
+
+@app.command("tune-mma", epilog=TUNE_EPILOG)
+def tune_mma(
+    model: Optional[str] = typer.Option(None, help="vpg artifact / BLIP-2 folder (qformer) or LLM (clip)"),
+    front_end: Optional[str] = typer.Option(None, help="qformer | clip"),
+    vision: Optional[str] = typer.Option(None, help="CLIP vision model folder for the clip front end"),
+    data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="validation data SPEC"),
+    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output adapters artifact folder"),
+    recipe: Optional[str] = RecipeOpt,
+    no_router: bool = typer.Option(False, "--no-router", help="one shared adapter, no routing (ablation)"),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
+    force: bool = ForceOpt,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """LaVIN Mixture-of-Modality Adaptation: routed MM-Adapters on a frozen LLM and vision encoder."""
+    flags = {
+        "model": model, "front_end": front_end, "vision": vision,
+        "adapter.router": False if no_router else None,
+        **_data_flags(data, val_data, images, skip_bad_images),
+    }
+    cfg = _recipe(recipe, "tune-mma", overrides, flags)
+    from vltool.stages import tune_mma as stage
+
+    if dry_run:
+        _print_dry_run(stage.dry_run(cfg))
+        return
+    _show_artifact(_run_stage(stage.run, cfg, _need_out(out), force=force, resume=resume))
+
+
+MERGE_EPILOG = """[bold]Examples[/bold]
+
+  vltool merge runs/mma --out runs/merged            # image modality (default)
+
+  vltool merge runs/mma --modality text --out runs/merged-text
+
+  vltool merge runs/vpg --out runs/blip2-vicuna      # a vpg artifact -> standalone BLIP-2 folder
+"""
+
+
+@app.command(epilog=MERGE_EPILOG)
+def merge(
+    artifact: Path = typer.Argument(..., help="adapters or vpg artifact"),
+    out: Path = OutOpt,
+    modality: str = typer.Option("image", help="image | text: whose routing weights to fold in"),
+    force: bool = ForceOpt,
+) -> None:
+    """Fold the adapters into the base weights and write one standalone HF model folder."""
+    if modality not in ("image", "text"):
+        raise UserError(f"--modality must be image or text, got {modality!r}")
+    from vltool.stages import merge as stage
+
+    _show_artifact(_run_stage(stage.run, artifact, out, modality=modality, force=force))
+
+
+EVAL_EPILOG = """[bold]Examples[/bold]
+
+  vltool eval runs/merged --data demo:sqa --data demo:text --out runs/eval.json
+
+  vltool eval runs/vpg runs/scratch --data demo:caption
+
+  vltool eval --predictions preds.jsonl --data vqav2:questions.json,annotations.json
+"""
+
+
+@app.command("eval", epilog=EVAL_EPILOG)
+def eval_(
+    models: Optional[list[str]] = typer.Argument(None, help="artifacts, merged HF folders or aliases"),
+    data: list[str] = typer.Option(..., "--data", "-d", help="dataset SPEC (repeatable)"),
+    predictions: Optional[Path] = typer.Option(None, help="score a saved predictions JSONL instead of a model"),
+    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
+    split: str = typer.Option("test", help="dataset split"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write metrics JSON (+ predictions beside it)"),
+    max_samples: Optional[int] = typer.Option(None, help="evaluate at most N samples per dataset"),
+    num_beams: Optional[int] = typer.Option(None, help="beam size (default: recipe / greedy)"),
+    recipe: Optional[str] = RecipeOpt,
+    force: bool = ForceOpt,
+) -> None:
+    """Generate with each model and score every dataset with its own metric; or score saved predictions."""
+    if not models and predictions is None:
+        raise UserError("give at least one MODEL, or --predictions FILE.jsonl to score saved outputs")
+    flags = {"data": data, "images": images, "split": split, "eval.max_samples": max_samples,
+             "eval.num_beams": num_beams}
+    cfg = _recipe(recipe, "eval", None, flags)
+    from vltool.stages import evaluate as stage
+    from vltool.ui.tables import metrics_table
+
+    if predictions is not None:
+        results = stage.score_predictions_file(cfg, predictions, out=out, force=force)
+    else:
+        results = _run_stage(stage.run, cfg, list(models or []), out=out, force=force)
+    for dataset, by_model in results.items():
+        console.print(metrics_table(dataset, by_model))
+
+
+CONVERT_EPILOG = """[bold]Examples[/bold]
+
+  vltool convert blip2_pretrained_opt2.7b.pth --llm opt2.7b --vit eva_vit_g.pth --out blip2-opt-2.7b-hf
+
+  vltool convert stage2.pth --llm ./my-opt --vision-config vis.json --qformer-config qf.json --out hf/
+"""
+
+
+@app.command(epilog=CONVERT_EPILOG)
+def convert(
+    checkpoint: Path = typer.Argument(..., help="LAVIS BLIP-2 .pth"),
+    llm: str = typer.Option(..., help="the LLM it was trained with: alias or HF folder"),
+    out: Path = OutOpt,
+    vision_config: Optional[Path] = typer.Option(None, help="Blip2VisionConfig JSON for non-standard shapes"),
+    qformer_config: Optional[Path] = typer.Option(None, help="Blip2QFormerConfig JSON for non-standard shapes"),
+    vit: Optional[Path] = typer.Option(None, help="separate ViT .pth when the checkpoint has no ViT weights"),
+    force: bool = ForceOpt,
+) -> None:
+    """Turn a LAVIS BLIP-2 checkpoint + its LLM into an HF Blip2ForConditionalGeneration folder."""
+    from vltool.stages import convert as stage
+
+    _show_artifact(
+        _run_stage(stage.run, checkpoint, llm, out, vision_config=vision_config,
+                   qformer_config=qformer_config, vit=vit, force=force)
+    )
+
+
+@zoo_app.command("list", epilog="[bold]Example[/bold]\n\n  vltool zoo list")
+def zoo_list() -> None:
+    """Every model alias, what it resolves to, and whether it is present locally."""
+    from vltool.stages import zoo
+    from vltool.ui.tables import rows_table
+
+    rows = zoo.list_rows()
+    console.print(rows_table("model aliases", ["alias", "role", "resolves to", "local path", "present"], rows))
+
+
+@zoo_app.command("build", epilog="[bold]Example[/bold]\n\n  VLTOOL_HOME=~/vl vltool zoo build")
+def zoo_build(
+    force: bool = typer.Option(False, "--force", help="rebuild even if the cached world is valid"),
+    seed: int = typer.Option(0, help="the world's seed"),
+) -> None:
+    """Build (or verify) the demo world: images, tokenizers, tiny LMs and the source BLIP-2 model."""
+    from vltool.stages import zoo
+    from vltool.ui.tables import rows_table
+
+    info = _run_stage(zoo.build, seed=seed, force=force)
+    console.print(rows_table("demo world", ["item", "value"], info["rows"]))
+
+
+@recipes_app.command("list", epilog="[bold]Example[/bold]\n\n  vltool recipes list")
+def recipes_list() -> None:
+    """The shipped recipes with their stage."""
+    from vltool.config.loader import read_yaml
+    from vltool.config.shipped import list_recipes
+    from vltool.ui.tables import rows_table
+
+    rows = [[name, read_yaml(path).get("stage", "?"), str(path)] for name, path in list_recipes()]
+    console.print(rows_table("recipes", ["name", "stage", "file"], rows))
+
+
+@recipes_app.command("show", epilog="[bold]Example[/bold]\n\n  vltool recipes show vpgtrans/opt2.7b-to-vicuna7b")
+def recipes_show(
+    name: str = typer.Argument(..., help="shipped recipe name or path"),
+    resolved: bool = typer.Option(False, "--resolved", help="print every key with defaults filled in"),
+) -> None:
+    """Print a recipe (as written, or fully resolved with defaults)."""
+    from vltool.config.shipped import find_recipe
+
+    path = find_recipe(name)
+    if not resolved:
+        console.print(path.read_text(), markup=False, highlight=False)
+        return
+    import yaml
+
+    from vltool.config.loader import read_yaml, validate_recipe
+
+    cfg = validate_recipe(read_yaml(path), str(path))
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), markup=False)
+
+
+@recipes_app.command("copy", epilog="[bold]Example[/bold]\n\n  vltool recipes copy demo/transfer my-transfer.yaml")
+def recipes_copy(
+    name: str = typer.Argument(..., help="shipped recipe name"),
+    dest: Path = typer.Argument(..., help="where to write the copy"),
+    force: bool = ForceOpt,
+) -> None:
+    """Copy a shipped recipe to start your own from it."""
+    from vltool.config.shipped import find_recipe
+
+    source = find_recipe(name)
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise UserError(f"{target} already exists; pass --force to overwrite it")
+    target.write_text(source.read_text())
+    console.print(f"copied {source} -> {target}")
+
+
+@recipes_app.command("validate", epilog="[bold]Example[/bold]\n\n  vltool recipes validate my-transfer.yaml")
+def recipes_validate(files: list[Path] = typer.Argument(..., help="recipe files to check")) -> None:
+    """Check recipe files against the schema; every error of every file is reported."""
+    from vltool.config.loader import read_yaml, validate_recipe
+
+    problems = []
+    for path in files:
+        try:
+            validate_recipe(read_yaml(path), str(path))
+            console.print(f"[green]ok[/green] {path}")
+        except UserError as err:
+            problems.append(str(err))
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+DEMO_EPILOG = """[bold]Examples[/bold]
+
+  vltool demo --out demo-out
+
+  vltool demo --quick --out demo-quick
+"""
+
+
+@app.command(epilog=DEMO_EPILOG)
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="report folder"),
+    quick: bool = typer.Option(False, "--quick", help="a ~90 s profile with fewer steps"),
+    force: bool = ForceOpt,
+) -> None:
+    """The whole pipeline on the demo world: warmup -> transfer (+ scratch baseline) -> tune-mma -> merge -> eval."""
+    from vltool.stages import demo as stage
+
+    report = stage.run(out, quick=quick, force=force, console=console)
+    console.print(f"report: {report}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as err:
+        if debug or os.environ.get("VLTOOL_DEBUG"):
+            raise
+        for line in str(err).splitlines() or ["error"]:
+            err_console.print(f"[bold red]error:[/bold red] {line}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(err.exit_code)

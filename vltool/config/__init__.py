@@ -1,0 +1,1 @@
+"""Recipes: typed schemas, YAML loading with overrides, and the shipped recipe files."""

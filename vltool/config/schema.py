@@ -1,0 +1,137 @@
+"""Typed schemas of recipe files, one per stage family.
+
+A recipe is the full set of hyper-parameters of one stage; CLI flags and ``key=value``
+overrides change it, and the resolved recipe is stored in the output artifact's manifest so
+every run can be repeated from its artifact. ``extra="forbid"`` everywhere: a misspelt key is
+an error, never silently ignored (the failure mode LAVIS users hit with ``strict=False``).
+Defaults follow the papers (PAPERS.md); the shipped recipes state them explicitly anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vltool.training.settings import TrainSettings
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(Strict):
+    """Where samples come from: data SPECs such as ``coco:PATH`` or ``demo:caption``."""
+
+    train: list[str] = Field(default_factory=list, description="training data specs, mixed together")
+    val: list[str] = Field(default_factory=list, description="validation data specs")
+    images: str | None = Field(None, description="root folder that relative image paths are under")
+    skip_bad_images: bool = Field(False, description="drop missing/corrupt images instead of failing")
+    max_train_samples: int | None = Field(None, ge=1)
+    max_val_samples: int | None = Field(None, ge=1)
+
+
+class EvalSection(Strict):
+    """Generation settings for periodic validation and ``vltool eval``."""
+
+    every: int = Field(0, ge=0, description="validate every N optimizer steps (0: only at the end)")
+    max_samples: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(30, ge=1)
+    min_new_tokens: int = Field(0, ge=0)
+    num_beams: int = Field(1, ge=1)
+    prompt: str = Field("", description="prompt for captioning; VQA uses 'Question: {} Answer:'")
+
+
+class ConverterSection(Strict):
+    """The word converter g: source embeddings -> target embeddings (VPGTrans, PAPERS.md 1)."""
+
+    enabled: bool = Field(True, description="False: random projector init (the paper's ablation)")
+    method: Literal["sgd", "lstsq"] = "sgd"
+    lr: float = Field(5.0, gt=0, description="SGD learning rate (official code: 5.0)")
+    epochs: int | None = Field(None, ge=1, description="default 5 same family, 8 across families")
+    batch_tokens: int = Field(4096, ge=1)
+    ridge: float = Field(0.0, ge=0, description="L2 regulariser for the least-squares fit")
+    held_out: float = Field(0.1, ge=0, lt=1, description="fraction of tokens kept out to report the fit")
+    seed: int = 0
+
+
+class WarmupSection(Strict):
+    """Stage 1: projector-only warm-up at a larger constant LR."""
+
+    lr_mult: float = Field(5.0, gt=0, description="warm-up LR = lr_mult x train.lr (paper: 5x)")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="cap on warm-up steps (wins over epochs)")
+    feature_cache: bool = Field(True, description="compute the frozen VPG's outputs once per image")
+
+
+class VPGTransRecipe(Strict):
+    """``vltool warmup`` / ``vltool transfer``: move a BLIP-2 VPG onto a new LLM."""
+
+    stage: Literal["warmup", "transfer"] = "transfer"
+    src: str = Field(..., description="alias, HF BLIP-2 folder or vpg artifact")
+    dst: str = Field(..., description="alias or HF causal-LM folder")
+    prompt: str = Field("", description="text prompt during pre-training (paper: empty)")
+    max_text_tokens: int = Field(32, ge=1, description="caption max tokens (paper: 32)")
+    from_scratch: bool = Field(False, description="fresh Q-Former / queries / projector (baseline)")
+    data: DataSection = Field(default_factory=DataSection)
+    converter: ConverterSection = Field(default_factory=ConverterSection)
+    warmup: WarmupSection = Field(default_factory=WarmupSection)
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(
+            lr=1e-4, schedule="cosine", min_lr_ratio=0.1, warmup_steps=0, epochs=1, batch_size=32,
+            weight_decay=0.05, betas=(0.9, 0.999),
+        )
+    )
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+class AdapterSection(Strict):
+    """LaVIN's MM-Adapter (PAPERS.md 2)."""
+
+    dim: int = Field(8, ge=1, description="bottleneck width")
+    groups: int = Field(2, ge=1, description="groups of the up-projections")
+    scale: float = 1.0
+    dropout: float = Field(0.1, ge=0, lt=1)
+    temperature: float = Field(10.0, gt=0, description="router softmax temperature (7B: 10, 13B: 5)")
+    placement: Literal["attn", "block"] = "attn"
+    router: bool = Field(True, description="False: one shared adapter, no routing (ablation)")
+    vision: bool = Field(True, description="also adapt the vision encoder's blocks")
+
+
+class MMARecipe(Strict):
+    """``vltool tune-mma``: routed MM-Adapters on a frozen LLM and vision encoder."""
+
+    stage: Literal["tune-mma"] = "tune-mma"
+    model: str = Field(..., description="LLM alias/folder, or a vpg artifact / BLIP-2 folder (qformer)")
+    front_end: Literal["qformer", "clip"] = "qformer"
+    vision: str | None = Field(None, description="CLIP vision folder/alias for the clip front end")
+    visual_tokens: int = Field(6, ge=1, description="clip: [CLS] after every (layers/n)-th block")
+    max_length: int = Field(512, ge=8)
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSettings = Field(
+        default_factory=lambda: TrainSettings(
+            lr=9e-3 * 32 / 256, schedule="cosine", warmup_steps=0, epochs=20, batch_size=32,
+            weight_decay=0.02, betas=(0.9, 0.95),
+        )
+    )
+    eval: EvalSection = Field(default_factory=lambda: EvalSection(max_new_tokens=64))
+
+
+class EvalRecipe(Strict):
+    """``vltool eval``: generation and scoring settings."""
+
+    stage: Literal["eval"] = "eval"
+    data: list[str] = Field(default_factory=list)
+    images: str | None = None
+    split: str = "test"
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+RECIPE_TYPES: dict[str, type[Strict]] = {
+    "warmup": VPGTransRecipe,
+    "transfer": VPGTransRecipe,
+    "tune-mma": MMARecipe,
+    "eval": EvalRecipe,
+}
