@@ -1,0 +1,109 @@
+"""The assembled multimodal LM: a BLIP-2 VPG + projector in front of any transformers causal LM.
+
+vltool's VPGTrans model IS transformers' ``Blip2ForConditionalGeneration`` (with an OPT or
+LLaMA ``text_config``), so a trained model saves as a normal HF folder that plain transformers
+loads with identical outputs. This module adds what stages need around it: the token layout
+(``num_query_tokens`` image placeholders, then BOS, prompt, answer), a loss that can start from
+cached Q-Former outputs (the frozen-VPG feature cache of the warm-up), and batched generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import Blip2Config, Blip2ForConditionalGeneration, PreTrainedModel
+from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
+
+from vltool.data.text_batches import IGNORE, TextEncoder
+
+
+def blip2_config(vision: dict, qformer: dict, text: dict, num_query_tokens: int, image_token_index: int) -> Blip2Config:
+    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
+                       num_query_tokens=num_query_tokens, image_token_index=image_token_index)
+
+
+def assemble(
+    vision_model: nn.Module, qformer: nn.Module, query_tokens: torch.Tensor, projector: nn.Linear,
+    language_model: PreTrainedModel, image_token_index: int,
+) -> Blip2ForConditionalGeneration:
+    """Put trained parts into one Blip2ForConditionalGeneration without re-initialising them."""
+    config = blip2_config(vision_model.config.to_dict(), qformer.config.to_dict(),
+                          language_model.config.to_dict(), query_tokens.shape[1], image_token_index)
+    with torch.device("meta"):
+        model = Blip2ForConditionalGeneration(config)
+    model.vision_model = vision_model
+    model.qformer = qformer
+    model.query_tokens = nn.Parameter(query_tokens.detach().clone())
+    model.language_projection = projector
+    model.language_model = language_model
+    model.config.text_config = language_model.config
+    return model
+
+
+def query_output(model: Blip2ForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Q-Former outputs [B, Q, d_qformer] for a batch of images: what the feature cache stores."""
+    image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
+    mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+    return model.qformer(query_embeds=queries, encoder_hidden_states=image_embeds,
+                         encoder_attention_mask=mask).last_hidden_state
+
+
+def forward(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]):
+    """Forward from pixels, or from cached Q-Former outputs (``batch['query_output']``)."""
+    if "query_output" in batch:
+        features = model.language_projection(batch["query_output"])
+        encoded = {"image": BaseModelOutputWithVisionQformerOutputs(pooler_output=features)}
+        return model(pixel_values=None, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch.get("labels"), mm_encoder_outputs=encoded)
+    return model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                 attention_mask=batch["attention_mask"], labels=batch.get("labels"))
+
+
+def caption_loss(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return forward(model, batch).loss
+
+
+class VLTextLayout:
+    """Token layout shared by training and generation: Q image placeholders + BOS + prompt (+ answer)."""
+
+    def __init__(self, tokenizer, num_query_tokens: int, image_token_index: int, max_answer_tokens: int = 32) -> None:
+        self.encoder = TextEncoder(tokenizer, max_answer_tokens=max_answer_tokens)
+        self.tokenizer = tokenizer
+        self.prefix = [image_token_index] * num_query_tokens
+
+    def training(self, prompts: Sequence[str], answers: Sequence[str]) -> dict[str, torch.Tensor]:
+        text = self.encoder.training_batch(prompts, answers)
+        n, q = text["input_ids"].shape[0], len(self.prefix)
+        prefix = torch.tensor(self.prefix).expand(n, q)
+        return {
+            "input_ids": torch.cat([prefix, text["input_ids"]], 1),
+            "attention_mask": torch.cat([torch.ones(n, q, dtype=torch.long), text["attention_mask"]], 1),
+            "labels": torch.cat([torch.full((n, q), IGNORE), text["labels"]], 1),
+        }
+
+    def generation(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Left-padded: pads first, then the image placeholders, then BOS + prompt."""
+        rows = [self.prefix + self.encoder.encode_prompt(p) for p in prompts]
+        return {"input_ids": self.encoder.pad(rows, self.encoder.pad_id, left=True),
+                "attention_mask": self.encoder.pad([[1] * len(r) for r in rows], 0, left=True)}
+
+
+@torch.no_grad()
+def generate(
+    model: Blip2ForConditionalGeneration, layout: VLTextLayout, pixel_values: torch.Tensor,
+    prompts: Sequence[str], max_new_tokens: int = 30, num_beams: int = 1, min_new_tokens: int = 0,
+) -> list[str]:
+    """Greedy or beam decoding with the KV cache; returns only the generated continuation."""
+    batch = layout.generation(prompts)
+    device = next(model.parameters()).device
+    out = model.generate(
+        pixel_values=pixel_values.to(device), input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device), max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens, num_beams=num_beams, do_sample=False,
+        eos_token_id=layout.tokenizer.eos_token_id, pad_token_id=layout.encoder.pad_id,
+    )
+    new = out[:, batch["input_ids"].shape[1]:] if out.shape[1] > batch["input_ids"].shape[1] else out[:, :0]
+    return [t.strip() for t in layout.tokenizer.batch_decode(new, skip_special_tokens=True)]
