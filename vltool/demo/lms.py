@@ -99,4 +99,28 @@ def pretrain_lm(
     result = train(model, lm_loss, data, settings, collate_fn=data.collate, eval_fn=evaluate,
                    reporter=reporter, accelerator=make_accelerator("no", cpu=True), task=f"pre-train {name}")
     model = result.model.eval()
-    return model, result.final_metrics
+    return model, {**result.final_metrics, "copy_accuracy": copy_accuracy(model, tokenizer, seed)}
+
+
+@torch.no_grad()
+def copy_accuracy(model: PreTrainedModel, tokenizer, seed: int, n: int = 40) -> float:
+    """How often the LM's caption after "big red circle left :" names the right attributes.
+
+    The skill a soft visual prompt relies on: an LM that cannot use its context cannot be
+    steered by a VPG either (DEMO_NOTES).
+    """
+    import random
+
+    from vltool.demo.datasets import caption_attributes
+    from vltool.demo.world import random_scene
+
+    rng = random.Random(seed + 999)
+    right = 0
+    for _ in range(n):
+        scene = random_scene(rng)
+        ids = [tokenizer.bos_token_id] + tokenizer(f"{scene.describe()} :", add_special_tokens=False)["input_ids"]
+        out = model.generate(torch.tensor([ids]), max_new_tokens=14, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        named = caption_attributes(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
+        right += sum(named[k] == v for k, v in scene.attributes().items())
+    return right / (4 * n)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from transformers import Blip2VisionConfig, Blip2VisionModel, BlipImageProcessor
+import transformers
+from transformers import Blip2VisionConfig, Blip2VisionModel
 
 from vltool.demo.render import CANVAS, render
 from vltool.demo.world import COLOURS, POSITIONS, SHAPES, SIZES, Scene, random_scene
@@ -26,8 +27,10 @@ ATTRIBUTES = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES
 MEAN = STD = [0.5, 0.5, 0.5]
 
 
-def image_processor() -> BlipImageProcessor:
-    return BlipImageProcessor(size={"height": CANVAS, "width": CANVAS}, image_mean=MEAN, image_std=STD,
+def image_processor():
+    """BLIP's image processor at the demo size (the PIL backend: no torchvision needed)."""
+    cls = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+    return cls(size={"height": CANVAS, "width": CANVAS}, image_mean=MEAN, image_std=STD,
                               do_convert_rgb=True)
 
 

@@ -1,0 +1,35 @@
+"""``vltool zoo list`` and ``vltool zoo build``: what aliases resolve to; building the demo world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vltool.sources.aliases import alias_path, all_aliases
+from vltool.training.progress import Reporter
+
+
+def list_rows() -> list[list[Any]]:
+    """(alias, role, hub id or 'demo world', local path, present) for every alias."""
+    rows = []
+    for alias in all_aliases():
+        path = alias_path(alias)
+        rows.append([alias.name, alias.role, alias.hub_id or "demo world (vltool zoo build)",
+                     str(path) if path else "-", path is not None])
+    return rows
+
+
+def build(seed: int = 0, force: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Build the demo world and summarise each item's quality and build time."""
+    from vltool.demo.build import build_world
+
+    summary = build_world(seed=seed, force=force, reporter=reporter)
+    rows: list[list[Any]] = [["folder", summary["root"]]]
+    total = 0.0
+    for name, info in summary["items"].items():
+        total += info.get("build_s", 0.0)
+        metrics = info.get("metrics", {})
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()) if metrics else ""
+        extra = {k: v for k, v in info.items() if k not in ("item", "metrics", "build_s", "build_cpu_s")}
+        rows.append([name, f"{info.get('build_s', 0):.1f} s  {shown}  {extra or ''}".strip()])
+    rows.append(["total build time", f"{total:.1f} s"])
+    return {"rows": rows, "summary": summary}
