@@ -61,7 +61,7 @@ def test_quick_world_builds_loadable_hf_folders_with_metrics(quick_world: dict) 
         model = AutoModelForCausalLM.from_pretrained(root / "models" / name)
         tok = AutoTokenizer.from_pretrained(root / "models" / name)
         assert model.config.vocab_size == len(tok)
-        manifest = json.loads((root / "models" / name / "manifest.json").read_text())
+        manifest = json.loads((root / "models" / name / "build.json").read_text())
         assert {"val_loss", "copy_accuracy"} <= manifest["metrics"].keys()
     assert type(AutoModelForCausalLM.from_pretrained(root / "models" / "demo-llama")).__name__ == "LlamaForCausalLM"
     opt_tok = AutoTokenizer.from_pretrained(root / "models" / "demo-opt-s")
@@ -71,7 +71,7 @@ def test_quick_world_builds_loadable_hf_folders_with_metrics(quick_world: dict) 
     source = root / "models" / "demo-blip2-opt-s"
     model = Blip2ForConditionalGeneration.from_pretrained(source).eval()
     processor = Blip2Processor.from_pretrained(source)
-    manifest = json.loads((source / "manifest.json").read_text())
+    manifest = json.loads((source / "build.json").read_text())
     assert {"attr_acc", "scene_acc"} <= manifest["metrics"].keys()
     from PIL import Image
 

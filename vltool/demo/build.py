@@ -20,7 +20,7 @@ import torch
 from vltool.demo import home as homes
 from vltool.training.progress import NullReporter, Reporter
 
-ITEM_MANIFEST = "manifest.json"
+ITEM_MANIFEST = "build.json"  # not manifest.json: these are models, not vltool artifacts
 
 
 def _quiet_transformers() -> None:

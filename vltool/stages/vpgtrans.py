@@ -1,0 +1,331 @@
+"""VPGTrans stages: ``warmup`` (projector only, converter init) and ``transfer`` (then VPG tuning).
+
+Stage 1 inherits the source VPG (ViT, ln_vision, Q-Former, query tokens), initialises the target
+projector as g(proj_s(x)) with the fitted word converter g, and trains ONLY the projector at a
+constant LR of ``warmup.lr_mult`` x the base LR. The VPG is frozen there, so its outputs are
+computed once per image (the feature cache). Stage 2 trains Q-Former + query tokens + ln_vision +
+projector with AdamW and a cosine schedule. ``from_scratch`` is the paper's baseline: the same
+stage 2 on a fresh Q-Former, query tokens and projector (only the ViT inherited).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
+from vltool.artifacts.fingerprint import fingerprint_path
+from vltool.config.schema import VPGTransRecipe
+from vltool.data.image_check import check_images
+from vltool.data.specs import load_spec
+from vltool.data.vl_collate import VLCollator, compute_features
+from vltool.data.vl_dataset import VLDataset, image_preprocessor
+from vltool.errors import UserError
+from vltool.models import vlm
+from vltool.models.word_converter import align, fit_converter, merge_projector
+from vltool.sources.vpg_source import VPGSource, load_source, load_target
+from vltool.training.loop import make_accelerator, train
+from vltool.training.progress import NullReporter, Reporter
+
+STAGE2_PARTS = ("qformer", "query_tokens", "ln_vision", "projector")
+
+
+@dataclass
+class Setup:
+    """Everything both phases share: the assembled model, data, layout and provenance."""
+
+    model: Any
+    source: VPGSource
+    tokenizer: Any
+    llm_path: Path
+    layout: vlm.VLTextLayout
+    train_set: VLDataset
+    val_set: VLDataset | None
+    metrics: dict[str, float]
+
+
+def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | None):
+    if not specs:
+        raise UserError(f"no {split} data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
+    samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
+    samples, report = check_images(samples, cfg.data.skip_bad_images, f"{split} data")
+    return samples[:limit] if limit else samples, report
+
+
+def _set_trainable(model, parts: tuple[str, ...]) -> None:
+    model.requires_grad_(False)
+    table = {"qformer": model.qformer, "ln_vision": model.vision_model.post_layernorm,
+             "projector": model.language_projection}
+    for part in parts:
+        if part == "query_tokens":
+            model.query_tokens.requires_grad_(True)
+        else:
+            table[part].requires_grad_(True)
+
+
+def _image_token(tokenizer, lm) -> int:
+    """The target tokenizer's image placeholder, added (and the embeddings resized) if missing."""
+    if "<image>" not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+        lm.resize_token_embeddings(len(tokenizer))
+    return tokenizer.convert_tokens_to_ids("<image>")
+
+
+def _fresh_parts(source: VPGSource, llm_width: int, seed: int) -> tuple[nn.Module, torch.Tensor, nn.Linear]:
+    """A new Q-Former of the source's shape, queries ~ N(0, 0.02) as LAVIS, a random projector."""
+    from transformers import Blip2QFormerModel
+
+    torch.manual_seed(seed)
+    config = source.qformer.config.__class__(**{**source.qformer.config.to_dict(), "initializer_range": 0.02})
+    qformer = Blip2QFormerModel(config)
+    queries = torch.randn(source.query_tokens.shape, generator=torch.Generator().manual_seed(seed)) * 0.02
+    return qformer, queries, nn.Linear(config.hidden_size, llm_width)
+
+
+def _converter_init(cfg: VPGTransRecipe, source: VPGSource, tokenizer, lm, captions: list[str]):
+    """Fit the word converter and merge it with the source projector."""
+    data = align(captions, source.tokenizer, tokenizer, source.lm_embeddings,
+                 lm.get_input_embeddings().weight.detach())
+    same_family = data.mode == "token ids"
+    epochs = cfg.converter.epochs or (5 if same_family else 8)
+    g, report = fit_converter(data, cfg.converter.method, cfg.converter.lr, epochs, cfg.converter.batch_tokens,
+                              cfg.converter.ridge, cfg.converter.held_out, cfg.converter.seed)
+    report["converter_alignment"] = data.mode
+    return merge_projector(g, source.projector), g, report
+
+
+def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: Path | None = None) -> Setup:
+    """Load source, target and data; assemble the target model with the chosen projector init.
+
+    ``init``: "converter" (VPGTrans), "random" (the no-converter ablation), "scratch" (baseline)
+    or "warmup" (continue from ``warm_artifact``).
+    """
+    from vltool.sources.vpg_source import load_vpg_artifact
+
+    if init == "warmup":
+        source, manifest, llm_path = load_vpg_artifact(warm_artifact)
+    else:
+        source = load_source(cfg.src)
+    lm, tokenizer, llm_path = load_target(cfg.dst) if init != "warmup" else load_target(str(llm_path))
+    image_token = _image_token(tokenizer, lm)
+    train_samples, train_report = _samples(cfg.data.train, "train", cfg, cfg.data.max_train_samples)
+    val_samples = None
+    if cfg.data.val:
+        val_samples, _ = _samples(cfg.data.val, "val", cfg, cfg.data.max_val_samples)
+    metrics: dict[str, float] = {**{f"data_{k}": float(v) for k, v in train_report.items()}}
+    width = lm.config.hidden_size
+    if init == "scratch":
+        qformer, queries, projector = _fresh_parts(source, width, cfg.train.seed)
+    else:
+        qformer, queries = source.qformer, source.query_tokens
+        if init == "warmup":
+            projector = source.projector
+        elif init == "random":
+            torch.manual_seed(cfg.train.seed)
+            projector = nn.Linear(source.projector.in_features, width)
+        else:
+            projector, _, report = _converter_init(cfg, source, tokenizer, lm, [s.answer for s in train_samples])
+            metrics.update(report)
+            reporter.log(f"word converter ({report['converter_alignment']}): held-out cosine "
+                         f"{report['converter_held_out_cos']:.3f} on {int(report['converter_held_out_pairs'])} pairs, "
+                         f"{int(report['converter_matched'])}/{int(report['converter_candidates'])} aligned")
+    if projector.out_features != width:
+        raise UserError(f"the projector outputs {projector.out_features} features but the target LLM "
+                        f"{cfg.dst} is {width} wide")
+    model = vlm.assemble(source.vision_model, qformer, queries, projector, lm, image_token)
+    preprocess = image_preprocessor(source.image_processor)
+    layout = vlm.VLTextLayout(tokenizer, queries.shape[1], image_token, cfg.max_text_tokens)
+    train_set = VLDataset(train_samples, preprocess)
+    val_set = VLDataset(val_samples, preprocess) if val_samples else None
+    return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics)
+
+
+def make_eval(setup: Setup, cfg: VPGTransRecipe):
+    """Validation: teacher-forced loss, plus generated-caption quality where the data allows it."""
+    if setup.val_set is None:
+        return None
+    from vltool.demo.datasets import caption_scores
+
+    samples = setup.val_set.samples
+    collate = VLCollator(setup.val_set, setup.layout)
+
+    def evaluate(model, step: int) -> dict[str, float]:
+        device = next(model.parameters()).device
+        losses, preds = [], []
+        size = cfg.eval.batch_size
+        for start in range(0, len(samples), size):
+            rows = setup.val_set.rows[start:start + size]
+            batch = {k: v.to(device) for k, v in collate(rows).items()}
+            losses.append(float(vlm.forward(model, batch).loss) * len(rows))
+            preds += vlm.generate(model, setup.layout, batch["pixel_values"], [r[1] for r in rows],
+                                  max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams)
+        metrics = {"val_loss": sum(losses) / len(samples)}
+        if all("attributes" in s.meta for s in samples):
+            metrics.update(caption_scores(preds, samples))
+        else:
+            refs = [[r.lower().strip() for r in (s.references or [s.answer])] for s in samples]
+            metrics["exact_match"] = 100.0 * sum(p.lower().strip() in r for p, r in zip(preds, refs)) / len(samples)
+        return metrics
+
+    return evaluate
+
+
+def _run_dir(out: Path, phase: str) -> Path:
+    return out.parent / f".{out.name}.run" / phase
+
+
+def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: Reporter, resume: bool,
+           accelerator) -> tuple[Any, list[dict], dict]:
+    """Run one training phase; returns (model, its metric rows, timing)."""
+    model = setup.model
+    run_dir = _run_dir(out, phase)
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    resume_here = resume and (run_dir / "checkpoints").is_dir()
+    timing: dict[str, float] = {}
+    if phase == "warmup":
+        _set_trainable(model, ("projector",))
+        settings = cfg.train.model_copy(update={
+            "lr": cfg.train.lr * cfg.warmup.lr_mult, "schedule": "constant", "warmup_steps": 0,
+            "warmup_epochs": None, "epochs": cfg.warmup.epochs, "max_steps": cfg.warmup.max_steps,
+            "eval_every": cfg.eval.every,
+        })
+        features = None
+        if cfg.warmup.feature_cache:
+            started = time.perf_counter()
+            model.eval()
+            with torch.no_grad():
+                features = compute_features(lambda px: vlm.query_output(model, px.to(accelerator.device)).cpu(),
+                                            setup.train_set.images)
+            timing["feature_cache_s"] = time.perf_counter() - started
+        collate = VLCollator(setup.train_set, setup.layout, features)
+    else:
+        _set_trainable(model, STAGE2_PARTS)
+        settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
+        collate = VLCollator(setup.train_set, setup.layout)
+    model.to(accelerator.device)
+    result = train(model, vlm.caption_loss, setup.train_set, settings, collate_fn=collate, run_dir=run_dir,
+                   eval_fn=make_eval(setup, cfg), reporter=reporter, resume=resume_here, accelerator=accelerator,
+                   task=f"{phase} ({cfg.dst})")
+    if result.stopped != "completed":
+        raise UserError(f"{phase} stopped: {result.stopped}; the last good checkpoint is in {run_dir / 'checkpoints'}")
+    train_rows = [r for r in result.history if "loss" in r]
+    if train_rows:
+        timing["step_s"] = result.wall_time_s / max(1, result.steps)
+    timing["steps"] = result.steps
+    timing["wall_s"] = result.wall_time_s
+    return result.model, result.history, timing
+
+
+def _save(setup: Setup, model, cfg: VPGTransRecipe, out: Path, force: bool, rows: list[dict],
+          metrics: dict[str, Any], accelerator, converter_report: dict | None = None) -> Path:
+    """Write the vpg artifact: trained tensors + configs + references to the frozen ViT and LLM."""
+    if not accelerator.is_main_process:
+        return out
+    with ArtifactWriter(out, "vpg", force=force) as writer:
+        tensors = {f"qformer.{k}": v for k, v in model.qformer.state_dict().items()}
+        tensors.update({f"ln_vision.{k}": v for k, v in model.vision_model.post_layernorm.state_dict().items()})
+        tensors.update({f"projector.{k}": v for k, v in model.language_projection.state_dict().items()})
+        tensors["query_tokens"] = model.query_tokens.detach()
+        writer.save_tensors("vpg.safetensors", tensors)
+        writer.save_json("configs/qformer.json", model.qformer.config.to_dict())
+        writer.save_json("configs/vision.json", model.vision_model.config.to_dict())
+        writer.save_json("configs/vpg.json", {"num_query_tokens": model.query_tokens.shape[1],
+                                              "qformer_width": model.qformer.config.hidden_size,
+                                              "llm_width": model.language_projection.out_features,
+                                              "image_token_index": model.config.image_token_index})
+        setup.source.image_processor.save_pretrained(str(writer.path / "processor"))
+        (writer.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        writer.add_input("vision", setup.source.vision_ref["source"], setup.source.vision_ref["fingerprint"],
+                         what="frozen ViT (from the source BLIP-2)")
+        writer.add_input("llm", str(Path(setup.llm_path).resolve()), fingerprint_path(setup.llm_path),
+                         what="frozen target LLM", alias=cfg.dst)
+        writer.add_input("src", setup.source.origin, fingerprint_path(Path(setup.source.origin)), what="VPG source")
+        writer.manifest["recipe"] = cfg.model_dump(mode="json")
+        writer.manifest["metrics"] = metrics
+        writer.manifest["seed"] = cfg.train.seed
+        writer.manifest["world_size"] = accelerator.num_processes
+        writer.manifest["precision"] = str(accelerator.mixed_precision)
+    return out
+
+
+def _offset(rows: list[dict], offset: int, phase: str) -> list[dict]:
+    return [{**r, "step": r["step"] + offset, "phase": phase} for r in rows]
+
+
+def _final_eval(rows: list[dict]) -> dict[str, float]:
+    evals = [r["eval"] for r in rows if "eval" in r]
+    return {f"final_{k}": v for k, v in evals[-1].items()} if evals else {}
+
+
+def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool = False,
+               reporter: Reporter | None = None) -> Path:
+    """Stage 1 only; writes a vpg artifact that ``transfer --from-warmup`` continues from."""
+    reporter = reporter or NullReporter()
+    ensure_writable(out, force)
+    accelerator = make_accelerator(cfg.train.precision)
+    setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
+    model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
+    metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
+               "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
+               "steps_total": timing["steps"]}
+    return _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator)
+
+
+def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None, force: bool = False,
+                 resume: bool = False, reporter: Reporter | None = None) -> Path:
+    """Warm-up (unless continuing from one, or from scratch), then stage-2 VPG fine-tuning."""
+    reporter = reporter or NullReporter()
+    ensure_writable(out, force)
+    accelerator = make_accelerator(cfg.train.precision)
+    rows: list[dict] = []
+    metrics: dict[str, Any] = {}
+    offset = 0
+    if from_warmup is not None:
+        if cfg.from_scratch:
+            raise UserError("--from-warmup and --from-scratch exclude each other")
+        setup = prepare(cfg, reporter, "warmup", Path(from_warmup))
+        warm = read_artifact(Path(from_warmup), kinds=("vpg",)).manifest
+        offset = int(warm["metrics"].get("steps_total", 0))
+        rows = [json.loads(line) for line in (Path(from_warmup) / "metrics.jsonl").read_text().splitlines()]
+        metrics.update({k: v for k, v in warm["metrics"].items() if k.startswith(("converter_", "warmup_"))})
+    elif cfg.from_scratch:
+        setup = prepare(cfg, reporter, "scratch")
+    else:
+        setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
+        setup.model, warm_rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
+        rows = _offset(warm_rows, 0, "warmup")
+        offset = timing["steps"]
+        metrics.update({"warmup_steps": timing["steps"], "warmup_step_s": timing.get("step_s")})
+    metrics.update(setup.metrics)
+    model, stage_rows, timing = _phase(setup, cfg, "finetune", out, reporter, resume, accelerator)
+    rows += _offset(stage_rows, offset, "finetune")
+    metrics.update({**_final_eval(rows), "finetune_steps": timing["steps"], "steps_total": offset + timing["steps"],
+                    "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s")})
+    path = _save(setup, model, cfg, out, force, rows, metrics, accelerator)
+    shutil.rmtree(out.parent / f".{out.name}.run", ignore_errors=True)
+    return path
+
+
+def flags_from_warmup(path: Path) -> dict[str, Any]:
+    """Recipe values a warm-up artifact fixes (src, dst, data), so ``--from-warmup`` needs no repeats."""
+    recipe = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest.get("recipe", {})
+    flags = {"src": recipe.get("src"), "dst": recipe.get("dst")}
+    data = recipe.get("data", {})
+    for key in ("train", "val", "images", "max_train_samples", "max_val_samples"):
+        if data.get(key):
+            flags[f"data.{key}"] = data[key]
+    return flags
+
+
+def dry_run(cfg: VPGTransRecipe) -> dict[str, Any]:
+    from vltool.models.meta_count import vpgtrans_table
+
+    return vpgtrans_table(cfg)
