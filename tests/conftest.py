@@ -23,3 +23,21 @@ def vltool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "vltool-home"
     monkeypatch.setenv("VLTOOL_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def quick_world_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick demo world, built once per test session (about 30 s on 2 cores)."""
+    from vltool.demo.build import build_world
+
+    home = tmp_path_factory.mktemp("vltool-home")
+    build_world(seed=0, home=home, quick=True)
+    return home
+
+
+@pytest.fixture
+def quick_world(quick_world_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Demo aliases resolve to the quick world for this test."""
+    monkeypatch.setenv("VLTOOL_HOME", str(quick_world_home))
+    monkeypatch.setenv("VLTOOL_DEMO_PROFILE", "quick")
+    return quick_world_home

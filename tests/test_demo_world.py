@@ -48,15 +48,15 @@ def test_caption_scoring_maps_synonyms_to_attributes() -> None:
     assert scores["attr_acc"] == pytest.approx((100 + 50 + 50 + 100) / 4)
 
 
-@pytest.fixture(scope="module")
-def quick_world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from vltool.demo.build import build_world
+@pytest.fixture
+def quick_summary(quick_world: Path) -> dict:
+    from vltool.demo.home import world_dir
 
-    return build_world(seed=0, home=tmp_path_factory.mktemp("home"), quick=True)
+    return json.loads((world_dir(0, quick_world, "quick") / "world.json").read_text())
 
 
-def test_quick_world_builds_loadable_hf_folders_with_metrics(quick_world: dict) -> None:
-    root = Path(quick_world["root"])
+def test_quick_world_builds_loadable_hf_folders_with_metrics(quick_summary: dict) -> None:
+    root = Path(quick_summary["root"])
     for name in ("demo-opt-s", "demo-opt-l", "demo-llama"):
         model = AutoModelForCausalLM.from_pretrained(root / "models" / name)
         tok = AutoTokenizer.from_pretrained(root / "models" / name)
@@ -84,9 +84,8 @@ def test_quick_world_builds_loadable_hf_folders_with_metrics(quick_world: dict) 
     assert out.shape[1] > inputs["input_ids"].shape[1]
 
 
-def test_rebuild_uses_the_cache(quick_world: dict, tmp_path: Path) -> None:
+def test_rebuild_uses_the_cache(quick_summary: dict, quick_world: Path) -> None:
     from vltool.demo.build import build_world
 
-    root = Path(quick_world["root"])
-    again = build_world(seed=0, home=root.parent, quick=True)
-    assert again["items"] == quick_world["items"]  # nothing rebuilt: same manifests, same build times
+    again = build_world(seed=0, home=quick_world, quick=True)
+    assert again["items"] == quick_summary["items"]  # nothing rebuilt: same manifests, same build times

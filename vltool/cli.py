@@ -361,12 +361,13 @@ def zoo_list() -> None:
 def zoo_build(
     force: bool = typer.Option(False, "--force", help="rebuild even if the cached world is valid"),
     seed: int = typer.Option(0, help="the world's seed"),
+    quick: bool = typer.Option(False, "--quick", help="the small world of 'vltool demo --quick' and the tests"),
 ) -> None:
     """Build (or verify) the demo world: images, tokenizers, tiny LMs and the source BLIP-2 model."""
     from vltool.stages import zoo
     from vltool.ui.tables import rows_table
 
-    info = _run_stage(zoo.build, seed=seed, force=force)
+    info = _run_stage(zoo.build, seed=seed, force=force, quick=quick)
     console.print(rows_table("demo world", ["item", "value"], info["rows"]))
 
 

@@ -68,9 +68,7 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
     _quiet_transformers()
     torch.manual_seed(seed)
     reporter = reporter or NullReporter()
-    root = homes.world_dir(seed, home)
-    if quick:
-        root = root.with_name(root.name + "-quick")
+    root = homes.world_dir(seed, home, "quick" if quick else "full")
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     scale = 0.25 if quick else 1.0

@@ -16,8 +16,16 @@ def vltool_home() -> Path:
     return Path(cache) / "vltool"
 
 
-def world_dir(seed: int = 0, home: Path | None = None) -> Path:
-    return (home or vltool_home()) / f"demo-world-v{WORLD_VERSION}-seed{seed}"
+def demo_profile() -> str:
+    """Which demo world the demo aliases mean: "full" (default) or "quick" (small, for tests and
+    ``vltool demo --quick``), from ``VLTOOL_DEMO_PROFILE``."""
+    profile = os.environ.get("VLTOOL_DEMO_PROFILE", "full")
+    return profile if profile in ("full", "quick") else "full"
+
+
+def world_dir(seed: int = 0, home: Path | None = None, profile: str | None = None) -> Path:
+    suffix = "-quick" if (profile or demo_profile()) == "quick" else ""
+    return (home or vltool_home()) / f"demo-world-v{WORLD_VERSION}-seed{seed}{suffix}"
 
 
 def demo_model_paths(seed: int = 0, home: Path | None = None) -> dict[str, Path]:

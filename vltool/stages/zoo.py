@@ -18,11 +18,11 @@ def list_rows() -> list[list[Any]]:
     return rows
 
 
-def build(seed: int = 0, force: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+def build(seed: int = 0, force: bool = False, quick: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
     """Build the demo world and summarise each item's quality and build time."""
     from vltool.demo.build import build_world
 
-    summary = build_world(seed=seed, force=force, reporter=reporter)
+    summary = build_world(seed=seed, force=force, reporter=reporter, quick=quick)
     rows: list[list[Any]] = [["folder", summary["root"]]]
     total = 0.0
     for name, info in summary["items"].items():
