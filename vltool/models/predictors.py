@@ -1,0 +1,129 @@
+"""Anything ``vltool eval`` can score, behind one ``generate(samples) -> texts`` interface.
+
+A vpg artifact, a merged/HF BLIP-2 folder and a plain causal LM (alias or folder) all become a
+``Predictor``. Image samples go through the VPG; text-only samples go to the language model
+alone, which is how a VPGTrans model answers a question without a picture.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vltool.data.sample import Sample
+from vltool.data.text_batches import TextEncoder
+from vltool.errors import UserError
+
+
+@dataclass
+class GenerationSettings:
+    batch_size: int = 16
+    max_new_tokens: int = 30
+    min_new_tokens: int = 0
+    num_beams: int = 1
+
+
+class Predictor:
+    """Batched generation with the KV cache (transformers' ``generate``)."""
+
+    def __init__(self, name: str, lm, tokenizer, blip2=None, preprocess=None, layout=None) -> None:
+        self.name = name
+        self.lm, self.tokenizer, self.blip2 = lm, tokenizer, blip2
+        self.preprocess, self.layout = preprocess, layout
+        self.text = TextEncoder(tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def _generate_text(self, prompts: list[str], cfg: GenerationSettings) -> list[str]:
+        batch = self.text.generation_batch(prompts)
+        out = self.lm.generate(input_ids=batch["input_ids"].to(self.device),
+                               attention_mask=batch["attention_mask"].to(self.device),
+                               max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                               num_beams=cfg.num_beams, do_sample=False, pad_token_id=self.text.pad_id,
+                               eos_token_id=self.tokenizer.eos_token_id)
+        new = out[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _generate_images(self, samples: list[Sample], cfg: GenerationSettings) -> list[str]:
+        from vltool.models import vlm
+
+        pixels = torch.stack([self.preprocess(s.image) for s in samples])
+        return vlm.generate(self.blip2, self.layout, pixels, [s.prompt for s in samples],
+                            max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
+                            min_new_tokens=cfg.min_new_tokens)
+
+    @torch.no_grad()
+    def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:
+        out: list[str | None] = [None] * len(samples)
+        with_image = [i for i, s in enumerate(samples) if s.image is not None]
+        text_only = [i for i, s in enumerate(samples) if s.image is None]
+        if with_image and self.blip2 is None:
+            raise UserError(f"{self.name} is a text-only model but the data has images; give a vpg artifact "
+                            f"or a BLIP-2 model")
+        done = 0
+        for indices, fn in ((with_image, self._generate_images), (text_only, None)):
+            for start in range(0, len(indices), cfg.batch_size):
+                chunk = indices[start:start + cfg.batch_size]
+                batch = [samples[i] for i in chunk]
+                texts = fn(batch, cfg) if fn else self._generate_text([s.prompt for s in batch], cfg)
+                for i, t in zip(chunk, texts):
+                    out[i] = t
+                done += len(chunk)
+                if progress:
+                    progress(done)
+        return [t or "" for t in out]
+
+
+def _blip2_predictor(name: str, model, tokenizer, image_processor) -> Predictor:
+    from vltool.data.vl_dataset import image_preprocessor
+    from vltool.models import vlm
+
+    model.eval()
+    layout = vlm.VLTextLayout(tokenizer, model.config.num_query_tokens, model.config.image_token_index)
+    return Predictor(name, model.language_model, tokenizer, model, image_preprocessor(image_processor), layout)
+
+
+def load_predictor(spec: str) -> Predictor:
+    """A vpg artifact, an HF BLIP-2 folder (merged models too) or a causal LM alias/folder."""
+    from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Blip2ForConditionalGeneration
+
+    from vltool.artifacts import is_artifact, read_artifact
+    from vltool.sources.aliases import find_alias, resolve_alias
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        role = "source" if find_alias(spec, "source") and not find_alias(spec, "target") else "target"
+        path = resolve_alias(spec, role, "MODEL")
+    if is_artifact(path):
+        kind = read_artifact(path, verify=False).kind
+        if kind == "vpg":
+            from vltool.models import vlm
+            from vltool.sources.vpg_source import load_target, load_vpg_artifact
+
+            source, _, llm_path = load_vpg_artifact(path)
+            lm, tokenizer, _ = load_target(str(llm_path))
+            model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
+                                 tokenizer.convert_tokens_to_ids("<image>"))
+            return _blip2_predictor(spec, model, tokenizer, source.image_processor)
+        if kind != "model":
+            raise UserError(f"{spec} is a {kind!r} artifact; eval takes vpg artifacts and merged models")
+    config = path / "config.json"
+    if not config.is_file():
+        raise UserError(f"MODEL {spec}: {path} has no config.json")
+    model_type = json.loads(config.read_text()).get("model_type")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if model_type == "blip-2":
+        model = Blip2ForConditionalGeneration.from_pretrained(str(path))
+        return _blip2_predictor(spec, model, tokenizer, AutoImageProcessor.from_pretrained(str(path)))
+    return Predictor(spec, AutoModelForCausalLM.from_pretrained(str(path)).eval(), tokenizer)
+
+
+def describe(predictor: Predictor) -> dict[str, Any]:
+    return {"name": predictor.name, "multimodal": predictor.blip2 is not None}

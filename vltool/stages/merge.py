@@ -1,0 +1,49 @@
+"""``vltool merge``: write one standalone Hugging Face model folder from an artifact.
+
+A ``vpg`` artifact becomes a ``Blip2ForConditionalGeneration`` folder (the transferred VPG on the
+target LLM, with a ``Blip2Processor``) that plain transformers loads with the same outputs as
+vltool's own forward. The folder is also a ``model`` artifact (its manifest lists every file);
+merging a ``model`` again says so and changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
+from vltool.errors import NotImplementedYet
+from vltool.training.progress import NullReporter, Reporter
+
+
+def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
+    from transformers import Blip2Processor
+
+    from vltool.artifacts.fingerprint import fingerprint_path
+    from vltool.models import vlm
+    from vltool.sources.vpg_source import load_target, load_vpg_artifact
+
+    source, manifest, llm_path = load_vpg_artifact(artifact)
+    lm, tokenizer, _ = load_target(str(llm_path))
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm, image_token)
+    with ArtifactWriter(out, "model", force=force) as writer:
+        model.save_pretrained(str(writer.path))
+        Blip2Processor(image_processor=source.image_processor, tokenizer=tokenizer,
+                       num_query_tokens=model.config.num_query_tokens).save_pretrained(str(writer.path))
+        writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="vpg")
+        writer.manifest["format"] = "Blip2ForConditionalGeneration"
+        writer.manifest["metrics"] = {k: v for k, v in manifest.get("metrics", {}).items() if k.startswith("final_")}
+    return out
+
+
+def run(artifact: Path, out: Path, modality: str = "image", force: bool = False,
+        reporter: Reporter | None = None) -> Path:
+    reporter = reporter or NullReporter()
+    art = read_artifact(Path(artifact), kinds=("vpg", "adapters", "model"))
+    if art.kind == "model":
+        reporter.log(f"{artifact} is already a merged model; nothing to do")
+        return Path(artifact)
+    ensure_writable(out, force)
+    if art.kind == "vpg":
+        return merge_vpg(Path(artifact), out, force)
+    raise NotImplementedYet("merging MM-Adapters (adapters artifacts) is not implemented yet")
