@@ -15,7 +15,7 @@ PAPER = {
     "converter": "OPT125M->1.3B epoch-1 CIDEr 130.2 with converter init vs 126.1 without",
     "mma.trainable_params": "3.78M for LaVIN-7B (0.05% of 7B)",
     "mma.sqa_accuracy_after": "LaVIN-7B 89.41% on ScienceQA test",
-    "merge": "adapters are affine: folding them in is exact (RepAdapter)",
+    "merge": "the merged folder must reproduce vltool's own forward (tests require <= 1e-4 in fp32)",
 }
 
 
