@@ -1,21 +1,119 @@
-"""``vltool tune-mma`` (LaVIN's Mixture-of-Modality Adaptation): not landed yet.
+"""``vltool tune-mma``: LaVIN's Mixture-of-Modality Adaptation on a frozen LLM and VPG.
 
-The command, its flags and recipes exist so shell scripts and recipes validate today; running it
-says plainly that the stage is not implemented yet (exit code 2) instead of pretending to work.
+Text-only and image-text samples are shuffled into one stream (Mixture-of-Modality Training);
+only the MM-Adapters, their routers, the modality embedding and the visual projection train,
+with the loss on answer tokens. Output: an ``adapters`` artifact holding just those tensors and
+a JSON config that names and fingerprints the base model.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
-from vltool.errors import NotImplementedYet
+import torch
 
-MESSAGE = "tune-mma (LaVIN MM-Adapters) is not implemented yet in this version of vltool"
+from vltool.artifacts import ArtifactWriter, ensure_writable
+from vltool.config.schema import MMARecipe
+from vltool.data.image_check import check_images
+from vltool.data.specs import load_spec
+from vltool.data.vl_dataset import VLDataset, image_preprocessor
+from vltool.errors import UserError
+from vltool.eval.scoring import metric_family, score
+from vltool.models.mma import loading
+from vltool.models.mma.model import MMACollator, MMADatasetCollate, mma_loss
+from vltool.training.loop import make_accelerator, train
+from vltool.training.progress import NullReporter, Reporter
 
 
-def run(*args: Any, **kwargs: Any) -> None:
-    raise NotImplementedYet(MESSAGE)
+def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
+    samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
+    samples, report = check_images(samples, cfg.data.skip_bad_images, f"{split} data")
+    return (samples[:limit] if limit else samples), report
 
 
-def dry_run(*args: Any, **kwargs: Any) -> None:
-    raise NotImplementedYet(MESSAGE)
+def evaluate(model, collator: MMACollator, tokenizer, preprocess, spec: str, samples, batch_size: int,
+             max_new_tokens: int) -> dict[str, float]:
+    preds: list[str] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        images = [preprocess(s.image) if s.image is not None else None for s in chunk]
+        batch = collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
+        preds += model.generate({k: v.to(device) for k, v in batch.items()}, tokenizer, max_new_tokens)
+    return score(metric_family(spec), samples, preds)
+
+
+def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
+        reporter: Reporter | None = None) -> Path:
+    reporter = reporter or NullReporter()
+    ensure_writable(out, force)
+    if not cfg.data.train:
+        raise UserError("no training data: pass --data SPEC (e.g. --data demo:sqa --data demo:text)")
+    blip2, tokenizer, processor, base_ref = loading.load_base(cfg.model, cfg.front_end)
+    model = loading.build(blip2, cfg.adapter.model_dump(), cfg.adapter.placement, cfg.adapter.vision)
+    loading.set_trainable(model)
+    preprocess = image_preprocessor(processor)
+    train_samples, data_report = _samples(cfg, cfg.data.train, "train", cfg.data.max_train_samples)
+    val = {spec: _samples(cfg, [spec], "val", cfg.data.max_val_samples)[0] for spec in cfg.data.val}
+    collator = MMACollator(tokenizer, model.front_end.num_tokens, cfg.max_length)
+    dataset = VLDataset(train_samples, preprocess)
+    accelerator = make_accelerator(cfg.train.precision)
+    model.to(accelerator.device)
+
+    def eval_all(m, step: int) -> dict[str, float]:
+        out_metrics = {}
+        for spec, samples in val.items():
+            for k, v in evaluate(m, collator, tokenizer, preprocess, spec, samples, cfg.eval.batch_size,
+                                 cfg.eval.max_new_tokens).items():
+                out_metrics[f"{spec}/{k}"] = v
+        return out_metrics
+
+    model.eval()
+    with torch.no_grad():
+        before = eval_all(model, 0) if val else {}
+    run_dir = out.parent / f".{out.name}.run"
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
+    result = train(model, mma_loss, dataset, settings, collate_fn=MMADatasetCollate(dataset, collator),
+                   run_dir=run_dir, eval_fn=eval_all if val else None, reporter=reporter,
+                   resume=resume and (run_dir / "checkpoints").is_dir(), accelerator=accelerator,
+                   task=f"tune-mma ({Path(cfg.model).name})")
+    if result.stopped != "completed":
+        raise UserError(f"tune-mma stopped: {result.stopped}; the last good checkpoint is in {run_dir}")
+    trained = result.model
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trained.parameters())
+    metrics: dict[str, Any] = {
+        "trainable_params": trainable, "total_params": total, "steps": result.steps,
+        "skipped_nonfinite": result.skipped_nonfinite,
+        **{f"before/{k}": v for k, v in before.items()},
+        **{f"after/{k}": v for k, v in result.final_metrics.items()},
+        **{f"data_{k}": v for k, v in data_report.items()},
+        "image_samples": sum(s.image is not None for s in train_samples),
+        "text_only_samples": sum(s.image is None for s in train_samples),
+    }
+    if accelerator.is_main_process:
+        with ArtifactWriter(out, "adapters", force=force) as writer:
+            writer.save_tensors("adapters.safetensors", loading.trainable_state(trained))
+            writer.save_json("configs/mma.json", {"front_end": cfg.front_end, "adapter": cfg.adapter.model_dump(),
+                                                  "max_length": cfg.max_length,
+                                                  "visual_tokens": trained.front_end.num_tokens})
+            writer.add_input("base", base_ref["source"], base_ref["fingerprint"], what="frozen base model")
+            writer.manifest["recipe"] = cfg.model_dump(mode="json")
+            writer.manifest["metrics"] = metrics
+            writer.manifest["seed"] = cfg.train.seed
+            writer.manifest["world_size"] = accelerator.num_processes
+            writer.manifest["precision"] = str(accelerator.mixed_precision)
+            if run_dir.joinpath("metrics.jsonl").is_file():
+                shutil.copy(run_dir / "metrics.jsonl", writer.path / "metrics.jsonl")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+def dry_run(cfg: MMARecipe) -> dict[str, Any]:
+    from vltool.models.mma.count import lavin_table
+
+    return lavin_table(cfg)
