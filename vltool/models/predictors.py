@@ -81,6 +81,33 @@ class Predictor:
         return [t or "" for t in out]
 
 
+class MMAPredictor(Predictor):
+    """LaVIN's layout: [BOS] "Image:" visual tokens / "Image: N/A", prompt; routed per sample."""
+
+    def __init__(self, name: str, model, tokenizer, image_processor, max_length: int = 512) -> None:
+        from vltool.data.vl_dataset import image_preprocessor
+        from vltool.models.mma.model import MMACollator
+
+        super().__init__(name, model.lm, tokenizer)
+        self.model = model.eval()
+        self.blip2 = model  # it reads images
+        self.preprocess = image_preprocessor(image_processor)
+        self.collator = MMACollator(tokenizer, model.front_end.num_tokens, max_length)
+
+    @torch.no_grad()
+    def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:
+        out: list[str] = []
+        for start in range(0, len(samples), cfg.batch_size):
+            chunk = samples[start:start + cfg.batch_size]
+            images = [self.preprocess(s.image) if s.image is not None else None for s in chunk]
+            batch = self.collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
+            out += self.model.generate({k: v.to(self.device) for k, v in batch.items()}, self.tokenizer,
+                                       cfg.max_new_tokens)
+            if progress:
+                progress(len(out))
+        return out
+
+
 def _blip2_predictor(name: str, model, tokenizer, image_processor) -> Predictor:
     from vltool.data.vl_dataset import image_preprocessor
     from vltool.models import vlm
@@ -112,8 +139,19 @@ def load_predictor(spec: str) -> Predictor:
             model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
                                  tokenizer.convert_tokens_to_ids("<image>"))
             return _blip2_predictor(spec, model, tokenizer, source.image_processor)
+        if kind == "adapters":
+            from vltool.models.mma.loading import load_adapters
+
+            model, tokenizer, processor, config = load_adapters(path)
+            return MMAPredictor(spec, model, tokenizer, processor, config["max_length"])
         if kind != "model":
-            raise UserError(f"{spec} is a {kind!r} artifact; eval takes vpg artifacts and merged models")
+            raise UserError(f"{spec} is a {kind!r} artifact; eval takes vpg, adapters and merged models")
+        if read_artifact(path, verify=False).manifest.get("layout") == "lavin":
+            from vltool.models.mma.model import MMAModel, QFormerFrontEnd
+
+            blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path))
+            return MMAPredictor(spec, MMAModel(blip2.language_model, QFormerFrontEnd(blip2)),
+                                AutoTokenizer.from_pretrained(str(path)), AutoImageProcessor.from_pretrained(str(path)))
     config = path / "config.json"
     if not config.is_file():
         raise UserError(f"MODEL {spec}: {path} has no config.json")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
-from vltool.errors import NotImplementedYet
 from vltool.training.progress import NullReporter, Reporter
 
 
@@ -36,6 +35,35 @@ def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
     return out
 
 
+def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Path:
+    """Fold the MM-Adapters for one modality into the LLM; write a BLIP-2 folder in LaVIN's layout."""
+    import torch
+    from transformers import Blip2Processor
+
+    from vltool.artifacts.fingerprint import fingerprint_path
+    from vltool.models import vlm
+    from vltool.models.mma.fold import check_finite, plain_lm
+    from vltool.models.mma.loading import load_adapters
+
+    model, tokenizer, processor, config = load_adapters(artifact)
+    check_finite(model)
+    code = {"text": 0, "image": 1}[modality]
+    with torch.no_grad():
+        model.route(torch.tensor([code]))
+    lm = plain_lm(model.lm, config["adapter"]["placement"])
+    fe = model.front_end
+    blip2 = vlm.assemble(fe.vision_model, fe.qformer, fe.query_tokens, fe.projector, lm,
+                         tokenizer.convert_tokens_to_ids("<image>"))
+    with ArtifactWriter(out, "model", force=force) as writer:
+        blip2.save_pretrained(str(writer.path))
+        Blip2Processor(image_processor=processor, tokenizer=tokenizer,
+                       num_query_tokens=blip2.config.num_query_tokens).save_pretrained(str(writer.path))
+        writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="adapters")
+        writer.manifest.update({"format": "Blip2ForConditionalGeneration", "layout": "lavin", "modality": modality,
+                                "note": "prompts follow LaVIN: [BOS] 'Image:' <image> x Q, prompt"})
+    return out
+
+
 def run(artifact: Path, out: Path, modality: str = "image", force: bool = False,
         reporter: Reporter | None = None) -> Path:
     reporter = reporter or NullReporter()
@@ -46,4 +74,4 @@ def run(artifact: Path, out: Path, modality: str = "image", force: bool = False,
     ensure_writable(out, force)
     if art.kind == "vpg":
         return merge_vpg(Path(artifact), out, force)
-    raise NotImplementedYet("merging MM-Adapters (adapters artifacts) is not implemented yet")
+    return merge_adapters(Path(artifact), out, modality, force)

@@ -57,6 +57,8 @@ class MMAModel(nn.Module):
     def route(self, modality: torch.Tensor) -> None:
         """The modality-token pass: every adapter keeps its routing weights for this batch."""
         layers = wrappers(self.lm)
+        if not layers:  # a merged model: the routing is already folded into its weights
+            return
         for w in layers:
             w.mode = "route"
         try:
