@@ -1,7 +1,8 @@
 """``vltool demo``: the whole pipeline on the demo world, run as the subcommands a user would type.
 
 zoo build -> warmup -> transfer --from-warmup (demo-blip2-opt-s -> demo-llama) beside a
---from-scratch baseline -> merge -> eval, then ``report.json``, ``report.md`` and PNG plots.
+--from-scratch baseline -> merge -> tune-mma (routed, and one shared adapter for the ablation)
+-> merge of the adapters -> eval, then ``report.json``, ``report.md`` and PNG plots.
 Each step is a real ``vltool`` invocation (in-process, same argv as ``recipes/demo.sh``), so the
 demo exercises exactly what users run. ``--quick`` uses the small world and short schedules.
 """
@@ -23,10 +24,11 @@ RECIPE = "demo/transfer-opt-s-to-llama"
 PROFILES = {
     # warm-up steps, transfer stage-2 steps, from-scratch steps, eval interval, eval samples
     "full": {"warmup": [], "transfer": ["train.max_steps=300"], "scratch": ["train.max_steps=600"],
-             "eval_samples": "200"},
+             "mma": [], "eval_samples": "200"},
     "quick": {"warmup": ["warmup.max_steps=40", "data.max_val_samples=48", "eval.every=10"],
               "transfer": ["train.max_steps=60", "data.max_val_samples=48", "eval.every=10"],
               "scratch": ["train.max_steps=100", "data.max_val_samples=48", "eval.every=10"],
+              "mma": ["train.max_steps=40", "data.max_val_samples=24"],
               "eval_samples": "48"},
 }
 
@@ -35,7 +37,9 @@ def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
     """The pipeline as (step name, vltool argv), the same lines recipes/demo.sh runs."""
     p = PROFILES["quick" if quick else "full"]
     runs = out / "runs"
-    evaluate = ["eval", str(runs / "transfer"), str(runs / "scratch"), str(runs / "merged"),
+    mma_common = ["-r", "demo/tune-mma", "--model", str(runs / "transfer"), "--force", *p["mma"]]
+    evaluate = ["eval", str(runs / "transfer"), str(runs / "scratch"), str(runs / "merged"), str(runs / "mma"),
+                str(runs / "merged-mma"),
                 "--data", "demo:caption", "--data", "demo:vqa", "--data", "demo:sqa", "--data", "demo:text",
                 "--max-samples", p["eval_samples"], "--out", str(out / "eval" / "eval.json"), "--force"]
     return [
@@ -46,6 +50,10 @@ def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
         ("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--out", str(runs / "scratch"), "--force",
                           *p["scratch"]]),
         ("merge", ["merge", str(runs / "transfer"), "--out", str(runs / "merged"), "--force"]),
+        ("tune-mma", ["tune-mma", *mma_common, "--out", str(runs / "mma")]),
+        ("tune-mma, one shared adapter", ["tune-mma", *mma_common, "--no-router", "--out", str(runs / "mma-shared")]),
+        ("merge adapters", ["merge", str(runs / "mma"), "--modality", "image", "--out", str(runs / "merged-mma"),
+                            "--force"]),
         ("eval", evaluate),
     ]
 
@@ -73,6 +81,36 @@ def max_logit_diff(unmerged: Path, merged: Path, n: int = 8) -> float:
         return float((ours(**inputs).logits - hf(**inputs).logits).abs().max())
 
 
+def mma_logit_diff(adapters: Path, merged: Path, n: int = 8) -> float:
+    """Largest |logit| difference between the adapters model and its image-modality merge."""
+    import torch
+
+    from vltool.data.specs import load_spec
+    from vltool.models.predictors import load_predictor
+
+    ours, theirs = load_predictor(str(adapters)), load_predictor(str(merged))
+    samples = [s for s in load_spec("demo:sqa", "val") if s.image is not None][:n]
+    images = [ours.preprocess(s.image) for s in samples]
+    batch = ours.collator.batch(images, [s.prompt for s in samples], [s.answer for s in samples])
+    with torch.no_grad():
+        return float((ours.model(batch).logits - theirs.model(batch).logits).abs().max())
+
+
+def mma_summary(runs: Path) -> dict[str, Any]:
+    routed, shared = _manifest(runs / "mma")["metrics"], _manifest(runs / "mma-shared")["metrics"]
+    return {
+        "trainable_params": routed["trainable_params"], "total_params": routed["total_params"],
+        "trainable_share_pct": 100.0 * routed["trainable_params"] / routed["total_params"],
+        "sqa_accuracy_before": routed.get("before/demo:sqa/accuracy"),
+        "sqa_accuracy_after": routed.get("after/demo:sqa/accuracy"),
+        "sqa_accuracy_after_shared_adapter": shared.get("after/demo:sqa/accuracy"),
+        "text_exact_match_before": routed.get("before/demo:text/exact_match"),
+        "text_exact_match_after_router": routed.get("after/demo:text/exact_match"),
+        "text_exact_match_after_shared_adapter": shared.get("after/demo:text/exact_match"),
+        "image_samples": routed.get("image_samples"), "text_only_samples": routed.get("text_only_samples"),
+    }
+
+
 def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
     runs = out / "runs"
     warm, transfer, scratch = (_manifest(runs / n) for n in ("warmup", "transfer", "scratch"))
@@ -83,7 +121,7 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
         curves[metric] = (t_curve, s_curve, speedup(s_curve, t_curve, metric, higher))
     main = curves["val_loss"][2]
     evals = json.loads((out / "eval" / "eval.json").read_text())["metrics"]
-    key = {name: str(runs / name) for name in ("transfer", "scratch", "merged")}
+    key = {name: str(runs / name) for name in ("transfer", "scratch", "merged", "mma", "merged-mma")}
     report: dict[str, Any] = {
         "vpgtrans": {
             "metric": "val_loss (teacher-forced captioning loss on held-out images)",
@@ -99,9 +137,11 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
             "transfer_final_attr_acc": transfer["metrics"].get("final_attr_acc"),
             "scratch_final_attr_acc": scratch["metrics"].get("final_attr_acc"),
         },
-        "mma": {"trainable_params": None, "total_params": None, "sqa_accuracy_before": None,
-                "sqa_accuracy_after": None, "status": "tune-mma is not implemented in this version"},
-        "merge": {"max_logit_diff": max_logit_diff(runs / "transfer", runs / "merged")},
+        "mma": mma_summary(runs),
+        "merge": {"max_logit_diff": max(max_logit_diff(runs / "transfer", runs / "merged"),
+                                        mma_logit_diff(runs / "mma", runs / "merged-mma")),
+                  "vpg_max_logit_diff": max_logit_diff(runs / "transfer", runs / "merged"),
+                  "mma_max_logit_diff": mma_logit_diff(runs / "mma", runs / "merged-mma")},
         "eval": {spec: {Path(m).name: v for m, v in by.items()} for spec, by in evals.items()},
         "timings_s": timings,
     }
@@ -125,7 +165,7 @@ QUICK_NOTE = ("**Quick profile**: the world's LMs and source model are trained f
 
 
 def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: bool = False) -> str:
-    v, m = report["vpgtrans"], report["merge"]
+    v, m, mm = report["vpgtrans"], report["merge"], report["mma"]
     fmt = lambda x: "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
     lines = [
         "# vltool demo report", "",
@@ -146,10 +186,20 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
         f"| final attribute accuracy: transfer / from scratch | {fmt(v['transfer_final_attr_acc'])}% / "
         f"{fmt(v['scratch_final_attr_acc'])}% | |", "",
         "Steps count every optimizer step the method paid for, the warm-up's included.", "",
-        "## MMA (LaVIN)", "", f"{report['mma']['status']}.", "",
+        "## MMA (LaVIN): routed MM-Adapters on the transferred model", "",
+        "| measure | this demo | paper |", "| --- | --- | --- |",
+        f"| trainable / total parameters | {mm['trainable_params']:,} / {mm['total_params']:,} "
+        f"({mm['trainable_share_pct']:.2f}%) | {rep.PAPER['mma.trainable_params']} |",
+        f"| ScienceQA-style accuracy before -> after tune-mma | {fmt(mm['sqa_accuracy_before'])}% -> "
+        f"{fmt(mm['sqa_accuracy_after'])}% (one shared adapter: {fmt(mm['sqa_accuracy_after_shared_adapter'])}%) "
+        f"| {rep.PAPER['mma.sqa_accuracy_after']} |",
+        f"| text-only exact match: before / router / one shared adapter | {fmt(mm['text_exact_match_before'])}% / "
+        f"{fmt(mm['text_exact_match_after_router'])}% / {fmt(mm['text_exact_match_after_shared_adapter'])}% "
+        f"| routing keeps text-only ability |", "",
         "## Merge", "",
         f"Max |logit| difference between vltool's model and the merged Hugging Face BLIP-2 folder: "
-        f"{m['max_logit_diff']:.2e} ({rep.PAPER['merge']}).", "",
+        f"{m['vpg_max_logit_diff']:.2e} (VPGTrans), {m['mma_max_logit_diff']:.2e} (MM-Adapters folded into "
+        f"q/k/v and the FFN input, image modality); {rep.PAPER['merge']}.", "",
         "## Evaluation (test split)", "",
     ]
     for spec, by_model in report["eval"].items():

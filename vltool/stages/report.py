@@ -16,6 +16,7 @@ PAPER = {
     "mma.trainable_params": "3.78M for LaVIN-7B (0.05% of 7B)",
     "mma.sqa_accuracy_after": "LaVIN-7B 89.41% on ScienceQA test",
     "merge": "the merged folder must reproduce vltool's own forward (tests require <= 1e-4 in fp32)",
+    "mma.text": "LaVIN: routing keeps text-only ability (mixture-of-modality training)",
 }
 
 
