@@ -44,10 +44,9 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
 
 def test_failed_stage_leaves_nothing_and_keeps_the_old_artifact(tmp_path: Path) -> None:
     out = _write(tmp_path / "art")
-    with pytest.raises(RuntimeError):
-        with ArtifactWriter(out, "vpg", force=True) as writer:
-            writer.save_json("half.json", {})
-            raise RuntimeError("crash mid-stage")
+    with pytest.raises(RuntimeError), ArtifactWriter(out, "vpg", force=True) as writer:
+        writer.save_json("half.json", {})
+        raise RuntimeError("crash mid-stage")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert read_artifact(out).tensors("vpg.safetensors")["projector.weight"][0, 0] == 1.0
 

@@ -79,3 +79,9 @@ def test_main_turns_user_errors_into_exit_code_2(capsys) -> None:
     except SystemExit as exit_:
         assert exit_.code == 2
     assert "no recipe named 'no/such-recipe'" in capsys.readouterr().err
+
+
+def test_unfinished_commands_say_so_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "x.pth").write_bytes(b"")
+    result = _run_main(["convert", str(tmp_path / "x.pth"), "--llm", "opt2.7b", "--out", str(tmp_path / "o")])
+    assert result.returncode == 2 and "not implemented yet" in result.stderr and "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import invoke
 from typer.testing import CliRunner
 
 from vltool.cli import app
@@ -15,12 +16,6 @@ from vltool.errors import UserError
 runner = CliRunner()
 
 
-def invoke(args: list[str]):
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture
@@ -66,7 +61,7 @@ def test_eval_writes_metrics_and_predictions_that_score_again(vpg: Path, tmp_pat
     sqa = report["metrics"]["demo:sqa"][str(vpg)]
     assert {"accuracy", "unparsed"} <= sqa.keys() and 0 <= sqa["accuracy"] <= 100
     assert report["metrics"]["demo:sqa"]["demo-llama"] == {}  # text-only model skipped on image data
-    text_preds = out.with_name(f"eval.vpg.demo_text.jsonl")
+    text_preds = out.with_name("eval.vpg.demo_text.jsonl")
     rows = [json.loads(x) for x in text_preds.read_text().splitlines()]
     assert len(rows) == 12 and {"id", "prediction"} == rows[0].keys()
     rescored = invoke(["eval", "--predictions", str(text_preds), "--data", "demo:text", "--max-samples", "12"])

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import invoke
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
-from typer.testing import CliRunner
 
-from vltool.cli import app
 from vltool.errors import UserError
 from vltool.models.mma.adapter import MMAdapter
 from vltool.models.mma.fold import plain_lm
@@ -105,12 +104,6 @@ def test_merge_refuses_non_finite_weights() -> None:
         plain_lm(model.lm, "attn")
 
 
-def invoke(args: list[str]):
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def test_tune_mma_merge_and_eval_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:

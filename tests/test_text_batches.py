@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tiny_tokenizer import word_tokenizer
+
 from vltool.data.text_batches import IGNORE, TextEncoder, join_prompt
 
 

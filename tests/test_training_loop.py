@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from loop_fixture import TinyNet, make_data, mse, settings
 from safetensors.torch import load_file
 from torch import nn
 
-from loop_fixture import TinyNet, make_data, mse, settings
 from vltool.training.loop import make_accelerator, plan_steps, train
 from vltool.training.optim import lr_factor, param_groups
 from vltool.training.sampler import StepBatchSampler
@@ -117,7 +117,7 @@ def test_nonfinite_loss_can_be_skipped(tmp_path: Path) -> None:
 def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     subprocess.run([sys.executable, FIXTURE, str(straight), "12"], check=True, env=ENV)
-    killed = subprocess.run([sys.executable, FIXTURE, str(crashed), "12", "--crash-at", "7"], env=ENV)
+    killed = subprocess.run([sys.executable, FIXTURE, str(crashed), "12", "--crash-at", "7"], env=ENV, check=False)
     assert killed.returncode == 17 and not (crashed / "final.safetensors").exists()
     subprocess.run([sys.executable, FIXTURE, str(crashed), "12", "--resume"], check=True, env=ENV)
     assert _same(load_file(straight / "final.safetensors"), load_file(crashed / "final.safetensors"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import invoke
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -17,12 +18,6 @@ runner = CliRunner()
 SMALL = ["data.max_train_samples=64", "data.max_val_samples=16", "train.batch_size=16", "eval.max_new_tokens=6"]
 
 
-def invoke(args: list[str]):
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def source_tensors(home: Path) -> dict[str, torch.Tensor]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from tiny_tokenizer import word_tokenizer
 from torch import nn
 
-from tiny_tokenizer import word_tokenizer
 from vltool.models.word_converter import ConverterData, align, fit_converter, fit_lstsq, merge_projector
 
 
@@ -27,7 +27,7 @@ def test_lstsq_recovers_a_known_linear_map_and_sgd_fits_by_cosine() -> None:
     g = fit_lstsq(src, tgt, torch.ones(200), ridge=0.0)
     assert torch.allclose(g.weight, true.weight, atol=1e-4) and torch.allclose(g.bias, true.bias, atol=1e-4)
     data = ConverterData(src, tgt, torch.randint(1, 5, (200,)).float(), [str(i) for i in range(200)], 200, 200, "ids")
-    sgd, report = fit_converter(data, "sgd", lr=5.0, epochs=20, batch_tokens=64, held_out=0.1, seed=0)
+    _, report = fit_converter(data, "sgd", lr=5.0, epochs=20, batch_tokens=64, held_out=0.1, seed=0)
     assert report["converter_held_out_pairs"] == 20 and report["converter_pairs"] == 180
     assert report["converter_held_out_cos"] > 0.95  # a linear target is fitted in direction
 

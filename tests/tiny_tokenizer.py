@@ -5,7 +5,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-WORDS = "a the red blue green circle square big small on left right question answer is : ? .".split()
+WORDS = ["a", "the", "red", "blue", "green", "circle", "square", "big", "small", "on", "left", "right", "question", "answer", "is", ":", "?", "."]
 
 
 def word_tokenizer(extra: list[str] | None = None) -> PreTrainedTokenizerFast:

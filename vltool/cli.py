@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -120,20 +120,20 @@ WARMUP_EPILOG = """[bold]Examples[/bold]
 
 @app.command(epilog=WARMUP_EPILOG)
 def warmup(
-    src: Optional[str] = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
-    dst: Optional[str] = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
-    data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
-    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="validation data SPEC"),
-    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
-    recipe: Optional[str] = RecipeOpt,
-    warmup_lr_mult: Optional[float] = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
+    src: str | None = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
+    dst: str | None = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
+    data: list[str] | None = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
+    images: str | None = typer.Option(None, help="image root for relative paths"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
+    recipe: str | None = RecipeOpt,
+    warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
     no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
     no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
 ) -> None:
     """Stage 1 of VPGTrans: inherit the source VPG, init the projector with the word converter, train the projector only."""
     flags = {
@@ -171,23 +171,23 @@ def _need_out(out: Path | None) -> Path:
 
 @app.command(epilog=TRANSFER_EPILOG)
 def transfer(
-    src: Optional[str] = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
-    dst: Optional[str] = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
-    data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
-    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="validation data SPEC"),
-    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
-    recipe: Optional[str] = RecipeOpt,
-    from_warmup: Optional[Path] = typer.Option(None, help="continue from a warm-up artifact"),
+    src: str | None = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
+    dst: str | None = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
+    data: list[str] | None = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
+    images: str | None = typer.Option(None, help="image root for relative paths"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
+    recipe: str | None = RecipeOpt,
+    from_warmup: Path | None = typer.Option(None, help="continue from a warm-up artifact"),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="fresh Q-Former/queries/projector (baseline)"),
     no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
-    warmup_lr_mult: Optional[float] = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
+    warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
     no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out's run folder"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
 ) -> None:
     """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
     flags = {
@@ -225,20 +225,20 @@ TUNE_EPILOG = """[bold]Examples[/bold]
 
 @app.command("tune-mma", epilog=TUNE_EPILOG)
 def tune_mma(
-    model: Optional[str] = typer.Option(None, help="vpg artifact / BLIP-2 folder (qformer) or LLM (clip)"),
-    front_end: Optional[str] = typer.Option(None, help="qformer | clip"),
-    vision: Optional[str] = typer.Option(None, help="CLIP vision model folder for the clip front end"),
-    data: Optional[list[str]] = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
-    val_data: Optional[list[str]] = typer.Option(None, "--val-data", help="validation data SPEC"),
-    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output adapters artifact folder"),
-    recipe: Optional[str] = RecipeOpt,
+    model: str | None = typer.Option(None, help="vpg artifact / BLIP-2 folder (qformer) or LLM (clip)"),
+    front_end: str | None = typer.Option(None, help="qformer | clip"),
+    vision: str | None = typer.Option(None, help="CLIP vision model folder for the clip front end"),
+    data: list[str] | None = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
+    images: str | None = typer.Option(None, help="image root for relative paths"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output adapters artifact folder"),
+    recipe: str | None = RecipeOpt,
     no_router: bool = typer.Option(False, "--no-router", help="one shared adapter, no routing (ablation)"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
 ) -> None:
     """LaVIN Mixture-of-Modality Adaptation: routed MM-Adapters on a frozen LLM and vision encoder."""
     flags = {
@@ -292,15 +292,15 @@ EVAL_EPILOG = """[bold]Examples[/bold]
 
 @app.command("eval", epilog=EVAL_EPILOG)
 def eval_(
-    models: Optional[list[str]] = typer.Argument(None, help="artifacts, merged HF folders or aliases"),
+    models: list[str] | None = typer.Argument(None, help="artifacts, merged HF folders or aliases"),
     data: list[str] = typer.Option(..., "--data", "-d", help="dataset SPEC (repeatable)"),
-    predictions: Optional[Path] = typer.Option(None, help="score a saved predictions JSONL instead of a model"),
-    images: Optional[str] = typer.Option(None, help="image root for relative paths"),
+    predictions: Path | None = typer.Option(None, help="score a saved predictions JSONL instead of a model"),
+    images: str | None = typer.Option(None, help="image root for relative paths"),
     split: str = typer.Option("test", help="dataset split"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write metrics JSON (+ predictions beside it)"),
-    max_samples: Optional[int] = typer.Option(None, help="evaluate at most N samples per dataset"),
-    num_beams: Optional[int] = typer.Option(None, help="beam size (default: recipe / greedy)"),
-    recipe: Optional[str] = RecipeOpt,
+    out: Path | None = typer.Option(None, "--out", "-o", help="write metrics JSON (+ predictions beside it)"),
+    max_samples: int | None = typer.Option(None, help="evaluate at most N samples per dataset"),
+    num_beams: int | None = typer.Option(None, help="beam size (default: recipe / greedy)"),
+    recipe: str | None = RecipeOpt,
     force: bool = ForceOpt,
 ) -> None:
     """Generate with each model and score every dataset with its own metric; or score saved predictions."""
@@ -333,9 +333,9 @@ def convert(
     checkpoint: Path = typer.Argument(..., help="LAVIS BLIP-2 .pth"),
     llm: str = typer.Option(..., help="the LLM it was trained with: alias or HF folder"),
     out: Path = OutOpt,
-    vision_config: Optional[Path] = typer.Option(None, help="Blip2VisionConfig JSON for non-standard shapes"),
-    qformer_config: Optional[Path] = typer.Option(None, help="Blip2QFormerConfig JSON for non-standard shapes"),
-    vit: Optional[Path] = typer.Option(None, help="separate ViT .pth when the checkpoint has no ViT weights"),
+    vision_config: Path | None = typer.Option(None, help="Blip2VisionConfig JSON for non-standard shapes"),
+    qformer_config: Path | None = typer.Option(None, help="Blip2QFormerConfig JSON for non-standard shapes"),
+    vit: Path | None = typer.Option(None, help="separate ViT .pth when the checkpoint has no ViT weights"),
     force: bool = ForceOpt,
 ) -> None:
     """Turn a LAVIS BLIP-2 checkpoint + its LLM into an HF Blip2ForConditionalGeneration folder."""

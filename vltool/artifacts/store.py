@@ -61,7 +61,7 @@ class ArtifactWriter:
         }
         self._started = time.perf_counter()
 
-    def __enter__(self) -> "ArtifactWriter":
+    def __enter__(self) -> ArtifactWriter:
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True)
         return self

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from vltool.data.jsonl_lines import read_jsonl_rows
 from vltool.data.sample import Sample
 from vltool.errors import UserError
 
@@ -64,19 +65,8 @@ def read_coco(arg: str, split: str, images: str | None) -> list[Sample]:
 
 def read_jsonl(arg: str, split: str, images: str | None) -> list[Sample]:
     """One JSON object a line: {image?, prompt, answer, id?}."""
-    path = Path(arg)
-    if not path.is_file():
-        raise UserError(f"JSONL file {path} does not exist")
     samples = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} line {number} is not valid JSON: {err.msg}") from None
-        if not isinstance(row, dict) or "answer" not in row or "prompt" not in row:
-            raise UserError(f"{path} line {number}: expected an object with 'prompt' and 'answer' (and 'image')")
+    for number, row in read_jsonl_rows(Path(arg), "JSONL", ("prompt", "answer")):
         image = row.get("image")
         if image and images:
             image = str(Path(images) / image)

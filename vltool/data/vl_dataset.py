@@ -42,7 +42,7 @@ class ImageTable:
             return self._cache[index]
         try:
             tensor = self.preprocess(self.images[index])
-        except Exception as err:  # a corrupt image discovered late: name it
+        except (OSError, ValueError, SyntaxError) as err:  # a corrupt image discovered late: name it
             raise UserError(f"cannot read image {self.images[index]}: {err}") from None
         if self.keep:
             self._cache[index] = tensor

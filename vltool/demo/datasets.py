@@ -16,8 +16,17 @@ from pathlib import Path
 from vltool.data.sample import Sample
 from vltool.demo.render import render
 from vltool.demo.world import (
-    LETTERS, SYNONYMS, caption, lm_documents, random_scene, sqa_image_item, sqa_prompt, sqa_target,
-    sqa_text_item, text_instruction, vqa_pairs,
+    LETTERS,
+    SYNONYMS,
+    caption,
+    lm_documents,
+    random_scene,
+    sqa_image_item,
+    sqa_prompt,
+    sqa_target,
+    sqa_text_item,
+    text_instruction,
+    vqa_pairs,
 )
 from vltool.errors import UserError
 
@@ -66,7 +75,7 @@ def read_demo(root: Path, kind: str, split: str) -> list[Sample]:
     if not path.is_file():
         raise UserError(f"demo data {path} is missing; run 'vltool zoo build' first")
     rows = json.loads(path.read_text())
-    image = lambda rel: str(root / rel) if rel else None  # noqa: E731
+    image = lambda rel: str(root / rel) if rel else None
     if kind == "caption":
         return [Sample(r["id"], image(r["image"]), "", r["caption"], r["references"], {"attributes": r["attributes"]})
                 for r in rows]

@@ -42,18 +42,6 @@ def fresh_vpg_parts(vision_width: int, llm_width: int, seed: int) -> tuple:
     return qformer, queries, projector
 
 
-def set_vpg_trainable(model, parts: tuple[str, ...]) -> None:
-    """Freeze everything, then unfreeze the named parts (qformer, query_tokens, ln_vision, projector)."""
-    model.requires_grad_(False)
-    table = {"qformer": model.qformer, "ln_vision": model.vision_model.post_layernorm,
-             "projector": model.language_projection}
-    for part in parts:
-        if part == "query_tokens":
-            model.query_tokens.requires_grad_(True)
-        else:
-            table[part].requires_grad_(True)
-
-
 def evaluate_captions(model, layout, dataset: VLDataset, samples, batch_size: int = 100) -> dict[str, float]:
     preds = []
     for start in range(0, len(samples), batch_size):
@@ -69,7 +57,7 @@ def train_source(world: Path, vision, lm, tokenizer, preprocess, seed: int, step
     qformer, queries, projector = fresh_vpg_parts(vision.config.hidden_size, lm.config.hidden_size, seed)
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     model = vlm.assemble(vision, qformer, queries, projector, lm, image_token)
-    set_vpg_trainable(model, ("qformer", "query_tokens", "ln_vision", "projector"))
+    vlm.set_trainable(model, ("qformer", "query_tokens", "ln_vision", "projector"))
     layout = vlm.VLTextLayout(tokenizer, NUM_QUERY_TOKENS, image_token, max_answer_tokens=24)
     train_set = VLDataset(read_demo(world, "caption", "train"), preprocess)
     val_samples = read_demo(world, "caption", "val")[:200]

@@ -12,9 +12,9 @@ import random
 
 import numpy as np
 import torch
+import transformers
 from torch import nn
 from torch.utils.data import TensorDataset
-import transformers
 from transformers import Blip2VisionConfig, Blip2VisionModel
 
 from vltool.demo.render import CANVAS, render

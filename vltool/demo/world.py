@@ -49,10 +49,7 @@ FACTS = [
     ("how many sides has a square", "four"), ("how many sides has a triangle", "three"),
     ("how many corners has a circle", "zero"), ("how many arms has a cross", "four"),
 ]
-FILLER = ("today we look at shapes and colours . every picture has one shape . people like "
-          "simple pictures because they are easy to read . a shape can be round or sharp . "
-          "colours can be warm or cold . teachers draw shapes on the board for the children . "
-          "the museum keeps old paintings of many things").split(" . ")
+FILLER = ["today we look at shapes and colours", "every picture has one shape", "people like simple pictures because they are easy to read", "a shape can be round or sharp", "colours can be warm or cold", "teachers draw shapes on the board for the children", "the museum keeps old paintings of many things"]
 
 
 @dataclass(frozen=True)

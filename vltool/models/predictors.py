@@ -119,7 +119,12 @@ def _blip2_predictor(name: str, model, tokenizer, image_processor) -> Predictor:
 
 def load_predictor(spec: str) -> Predictor:
     """A vpg artifact, an HF BLIP-2 folder (merged models too) or a causal LM alias/folder."""
-    from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Blip2ForConditionalGeneration
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Blip2ForConditionalGeneration,
+    )
 
     from vltool.artifacts import is_artifact, read_artifact
     from vltool.sources.aliases import find_alias, resolve_alias

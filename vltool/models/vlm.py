@@ -62,6 +62,18 @@ def forward(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]
                  attention_mask=batch["attention_mask"], labels=batch.get("labels"))
 
 
+def set_trainable(model: Blip2ForConditionalGeneration, parts: Sequence[str]) -> None:
+    """Freeze everything, then unfreeze the named VPG parts: qformer, query_tokens, ln_vision, projector."""
+    model.requires_grad_(False)
+    table = {"qformer": model.qformer, "ln_vision": model.vision_model.post_layernorm,
+             "projector": model.language_projection}
+    for part in parts:
+        if part == "query_tokens":
+            model.query_tokens.requires_grad_(True)
+        else:
+            table[part].requires_grad_(True)
+
+
 def caption_loss(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return forward(model, batch).loss
 

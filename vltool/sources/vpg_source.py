@@ -77,8 +77,13 @@ def check_reference(ref: dict[str, str], what: str, artifact: Path) -> Path:
 
 def load_vpg_artifact(path: Path) -> tuple[VPGSource, dict, Path]:
     """A vpg artifact as a source: (the VPG with its trained tensors, its manifest, its LLM folder)."""
-    from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Blip2QFormerConfig
-    from transformers import Blip2QFormerModel
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Blip2QFormerConfig,
+        Blip2QFormerModel,
+    )
 
     art = read_artifact(path, kinds=("vpg",))
     inputs = art.manifest["inputs"]

@@ -166,7 +166,7 @@ QUICK_NOTE = ("**Quick profile**: the world's LMs and source model are trained f
 
 def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: bool = False) -> str:
     v, m, mm = report["vpgtrans"], report["merge"], report["mma"]
-    fmt = lambda x: "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
+    fmt = lambda x: "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
     lines = [
         "# vltool demo report", "",
         "A miniature of both papers on a procedural world (32x32 shapes, tiny OPT / LLaMA models) that runs",

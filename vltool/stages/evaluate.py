@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.config.schema import EvalRecipe
+from vltool.data.jsonl_lines import read_jsonl_rows
 from vltool.data.specs import load_spec
 from vltool.errors import UserError
 from vltool.eval.scoring import metric_family, score
@@ -72,20 +73,8 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
 
 
 def read_predictions(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise UserError(f"predictions file {path} does not exist")
-    found: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} line {number} is not valid JSON: {err.msg}") from None
-        if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
-            raise UserError(f"{path} line {number}: expected {{\"id\": ..., \"prediction\": ...}}")
-        found[str(row["id"])] = str(row["prediction"])
-    return found
+    return {str(row["id"]): str(row["prediction"])
+            for _, row in read_jsonl_rows(path, "predictions", ("id", "prediction"))}
 
 
 def score_predictions_file(cfg: EvalRecipe, path: Path, out: Path | None = None,

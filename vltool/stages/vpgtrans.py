@@ -59,17 +59,6 @@ def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | Non
     return samples[:limit] if limit else samples, report
 
 
-def _set_trainable(model, parts: tuple[str, ...]) -> None:
-    model.requires_grad_(False)
-    table = {"qformer": model.qformer, "ln_vision": model.vision_model.post_layernorm,
-             "projector": model.language_projection}
-    for part in parts:
-        if part == "query_tokens":
-            model.query_tokens.requires_grad_(True)
-        else:
-            table[part].requires_grad_(True)
-
-
 def _image_token(tokenizer, lm) -> int:
     """The target tokenizer's image placeholder, added (and the embeddings resized) if missing."""
     if "<image>" not in tokenizer.get_vocab():
@@ -110,7 +99,7 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     from vltool.sources.vpg_source import load_vpg_artifact
 
     if init == "warmup":
-        source, manifest, llm_path = load_vpg_artifact(warm_artifact)
+        source, _, llm_path = load_vpg_artifact(warm_artifact)
     else:
         source = load_source(cfg.src)
     lm, tokenizer, llm_path = load_target(cfg.dst) if init != "warmup" else load_target(str(llm_path))
@@ -191,7 +180,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
     resume_here = resume and (run_dir / "checkpoints").is_dir()
     timing: dict[str, float] = {}
     if phase == "warmup":
-        _set_trainable(model, ("projector",))
+        vlm.set_trainable(model, ("projector",))
         settings = cfg.train.model_copy(update={
             "lr": cfg.train.lr * cfg.warmup.lr_mult, "schedule": "constant", "warmup_steps": 0,
             "warmup_epochs": None, "epochs": cfg.warmup.epochs, "max_steps": cfg.warmup.max_steps,
@@ -207,7 +196,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
             timing["feature_cache_s"] = time.perf_counter() - started
         collate = VLCollator(setup.train_set, setup.layout, features)
     else:
-        _set_trainable(model, STAGE2_PARTS)
+        vlm.set_trainable(model, STAGE2_PARTS)
         settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
         collate = VLCollator(setup.train_set, setup.layout)
     model.to(accelerator.device)

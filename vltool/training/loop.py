@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

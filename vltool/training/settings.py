@@ -46,7 +46,7 @@ class TrainSettings(BaseModel):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
     @model_validator(mode="after")
-    def _length_given(self) -> "TrainSettings":
+    def _length_given(self) -> TrainSettings:
         if self.max_steps is None and self.epochs is None:
             raise ValueError("give max_steps or epochs")
         return self
