@@ -105,7 +105,7 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
         reporter.update(done)
 
     def make_vision(p: Path) -> dict:
-        model, metrics = vision.pretrain_vision(seed, steps=800 if not quick else 120,
+        model, metrics = vision.pretrain_vision(seed, steps=700 if not quick else 120,
                                                 n_train=4000 if not quick else 1000)
         model.save_pretrained(str(p))
         return {"metrics": metrics}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 DEMO_MODELS = ("demo-opt-s", "demo-opt-l", "demo-llama", "demo-blip2-opt-s")
 
 

@@ -32,7 +32,7 @@ class LMSpec:
 
 
 LM_SPECS = {
-    "demo-opt-s": LMSpec("opt", hidden=64, layers=2, heads=4, ffn=256, steps=600),
+    "demo-opt-s": LMSpec("opt", hidden=64, layers=2, heads=4, ffn=256, steps=450, lr=8e-3),
     "demo-opt-l": LMSpec("opt", hidden=96, layers=3, heads=4, ffn=384, steps=400, lr=8e-3),
     "demo-llama": LMSpec("llama", hidden=96, layers=2, heads=4, ffn=256, steps=400, lr=8e-3),
 }

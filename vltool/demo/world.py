@@ -88,7 +88,7 @@ def vqa_pairs(scene: Scene) -> list[tuple[str, str]]:
     ]
 
 
-LETTERS = "ABCD"
+LETTERS = "ABCDEF"
 
 
 def sqa_prompt(question: str, context: str, options: list[str]) -> str:
@@ -102,9 +102,15 @@ def sqa_target(letter: str, because: str) -> str:
 
 
 def _choices(rng: random.Random, right: str, pool: list[str], n: int) -> tuple[list[str], int]:
+    """n options that include the right one, listed in the pool's fixed order.
+
+    The demo asks with every option of the pool in a fixed order, so the letter is a learnable
+    function of the answer for models this small (finding a word among shuffled options and
+    reading off its letter is beyond a 2-layer LM trained for a minute).
+    """
     wrong = rng.sample([p for p in pool if p != right], n - 1)
-    options = wrong + [right]
-    rng.shuffle(options)
+    chosen = set(wrong + [right])
+    options = [p for p in pool if p in chosen]
     return options, options.index(right)
 
 
@@ -117,7 +123,7 @@ def sqa_image_item(scene: Scene, rng: random.Random) -> dict:
                 "size": "Is the shape in the picture big or small?",
                 "pos": "Where is the shape in the picture?"}[attr]
     right = getattr(scene, attr)
-    options, answer = _choices(rng, right, pool, min(len(pool), 3))
+    options, answer = _choices(rng, right, pool, len(pool))
     return {"question": question, "context": "N/A", "options": options, "answer": answer,
             "because": f"the picture shows a {scene.describe()} shape .", "subject": "natural science",
             "needs_image": True}
@@ -134,7 +140,7 @@ def sqa_text_item(rng: random.Random) -> dict:
     else:
         context, question, right, pool = (f"The {thing} looks like a {shape}.",
                                           f"Which shape does the {thing} look like?", shape, list(SHAPES))
-    options, answer = _choices(rng, right, pool, 3)
+    options, answer = _choices(rng, right, pool, len(pool))
     return {"question": question, "context": context, "options": options, "answer": answer,
             "because": f"the context says so : {context.lower()}", "subject": "language science",
             "needs_image": False}

@@ -24,7 +24,7 @@ RECIPE = "demo/transfer-opt-s-to-llama"
 PROFILES = {
     # warm-up steps, transfer stage-2 steps, from-scratch steps, eval interval, eval samples
     "full": {"warmup": [], "transfer": ["train.max_steps=300"], "scratch": ["train.max_steps=600"],
-             "mma": [], "eval_samples": "200"},
+             "mma": [], "eval_samples": "120"},
     "quick": {"warmup": ["warmup.max_steps=40", "data.max_val_samples=48", "eval.every=10"],
               "transfer": ["train.max_steps=60", "data.max_val_samples=48", "eval.every=10"],
               "scratch": ["train.max_steps=100", "data.max_val_samples=48", "eval.every=10"],

@@ -61,6 +61,10 @@ def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accele
     user error (CPU autocast has no fp16 path worth using).
     """
     has_cuda = torch.cuda.is_available() and not cpu
+    if not has_cuda:
+        # Tiny gradients and decayed weights drift into denormal floats, which x86 CPUs process
+        # 5-10x slower (seen here: the demo's vision pre-training took 171 s instead of 17 s).
+        torch.set_flush_denormal(True)
     if precision == "auto":
         precision = "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "no"
     if precision == "fp16" and not has_cuda:
