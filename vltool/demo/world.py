@@ -88,7 +88,7 @@ def vqa_pairs(scene: Scene) -> list[tuple[str, str]]:
     ]
 
 
-LETTERS = "ABCDEF"
+LETTERS = "ABCD"
 
 
 def sqa_prompt(question: str, context: str, options: list[str]) -> str:
@@ -104,9 +104,8 @@ def sqa_target(letter: str, because: str) -> str:
 def _choices(rng: random.Random, right: str, pool: list[str], n: int) -> tuple[list[str], int]:
     """n options that include the right one, listed in the pool's fixed order.
 
-    The demo asks with every option of the pool in a fixed order, so the letter is a learnable
-    function of the answer for models this small (finding a word among shuffled options and
-    reading off its letter is beyond a 2-layer LM trained for a minute).
+    A fixed order makes the letter easier to learn for models this small than shuffled options
+    (still hard: in the demo, tune-mma does not lift these items above chance).
     """
     wrong = rng.sample([p for p in pool if p != right], n - 1)
     chosen = set(wrong + [right])
@@ -123,7 +122,7 @@ def sqa_image_item(scene: Scene, rng: random.Random) -> dict:
                 "size": "Is the shape in the picture big or small?",
                 "pos": "Where is the shape in the picture?"}[attr]
     right = getattr(scene, attr)
-    options, answer = _choices(rng, right, pool, len(pool))
+    options, answer = _choices(rng, right, pool, min(len(pool), 3))
     return {"question": question, "context": "N/A", "options": options, "answer": answer,
             "because": f"the picture shows a {scene.describe()} shape .", "subject": "natural science",
             "needs_image": True}
@@ -140,7 +139,7 @@ def sqa_text_item(rng: random.Random) -> dict:
     else:
         context, question, right, pool = (f"The {thing} looks like a {shape}.",
                                           f"Which shape does the {thing} look like?", shape, list(SHAPES))
-    options, answer = _choices(rng, right, pool, len(pool))
+    options, answer = _choices(rng, right, pool, min(len(pool), 3))
     return {"question": question, "context": context, "options": options, "answer": answer,
             "because": f"the context says so : {context.lower()}", "subject": "language science",
             "needs_image": False}
