@@ -1,17 +1,26 @@
-"""Data SPECs: ``kind:ARG[,ARG]`` strings naming a dataset, e.g. ``coco:train.json``, ``demo:caption``.
+"""Data SPECs: ``KIND:ARG[,ARG]`` strings naming a dataset, e.g. ``coco:train.json``, ``demo:caption``.
 
-A registry maps each kind to a reader ``(arg, split, images) -> list[Sample]`` so stages and
-``vltool eval`` accept the same strings. Unknown kinds name the known ones.
+Every stage and ``vltool eval`` take the same strings, so a registry maps each kind to a reader
+``(arg, split, images) -> list[Sample]``; the demo world (or a plugin) adds kinds with
+``register_kind``. ``split`` matters to datasets that hold several (``scienceqa``, ``demo``);
+single-file kinds are already one split and ignore it. ``images`` is the ``--images`` root
+relative image paths are under.
+
+Kinds shipped: ``coco:KARPATHY_JSON``, ``vqav2:QUESTIONS[,ANNOTATIONS]``, ``scienceqa:DIR``,
+``llava:JSON``, ``alpaca:JSON``, ``jsonl:PATH`` and ``demo:caption|vqa|sqa|text``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
-from vltool.data.jsonl_lines import read_jsonl_rows
+from vltool.data.alpaca import read_alpaca
+from vltool.data.coco import read_coco
+from vltool.data.jsonl import read_jsonl
+from vltool.data.llava import read_llava
 from vltool.data.sample import Sample
+from vltool.data.scienceqa import read_scienceqa
+from vltool.data.vqav2 import read_vqav2_spec
 from vltool.errors import UserError
 
 Reader = Callable[[str, str, str | None], list[Sample]]
@@ -19,20 +28,29 @@ READERS: dict[str, Reader] = {}
 
 
 def register_kind(name: str, reader: Reader) -> None:
+    """Make ``name:ARG`` specs load through ``reader(arg, split, images)``; a later call replaces."""
+    if not name or ":" in name or "," in name:
+        raise ValueError(f"data kind {name!r} must be a plain word")
     READERS[name] = reader
 
 
+def known_kinds() -> list[str]:
+    return sorted(READERS)
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
-    if ":" not in spec:
+    """``"kind:arg"`` -> (kind, arg); an unknown kind names the known ones."""
+    kind, sep, arg = spec.partition(":")
+    if not sep:
         raise UserError(f"data spec {spec!r} must look like KIND:ARG (e.g. coco:train.json, demo:caption); "
-                        f"kinds: {', '.join(sorted(READERS))}")
-    kind, arg = spec.split(":", 1)
+                        f"kinds: {', '.join(known_kinds())}")
     if kind not in READERS:
-        raise UserError(f"data spec {spec!r}: unknown kind {kind!r}; expected one of {', '.join(sorted(READERS))}")
+        raise UserError(f"data spec {spec!r}: unknown kind {kind!r}; expected one of {', '.join(known_kinds())}")
     return kind, arg
 
 
 def load_spec(spec: str, split: str = "train", images: str | None = None) -> list[Sample]:
+    """The samples a SPEC names; an empty dataset is an error rather than a silent no-op run."""
     kind, arg = parse_spec(spec)
     samples = READERS[kind](arg, split, images)
     if not samples:
@@ -40,47 +58,17 @@ def load_spec(spec: str, split: str = "train", images: str | None = None) -> lis
     return samples
 
 
-def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise UserError(f"{what} file {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from None
-
-
-def read_coco(arg: str, split: str, images: str | None) -> list[Sample]:
-    """LAVIS's Karpathy caption JSON: a list of {image, caption (str or list), image_id?}."""
-    rows = _read_json(Path(arg), "COCO caption")
-    if not isinstance(rows, list) or (rows and not {"image", "caption"} <= set(rows[0])):
-        raise UserError(f"{arg} is not a LAVIS Karpathy caption file: expected a list of {{image, caption}} objects")
-    samples = []
-    for i, row in enumerate(rows):
-        refs = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
-        image = str(Path(images) / row["image"]) if images else row["image"]
-        sample_id = str(row.get("image_id", Path(row["image"]).stem.split("_")[-1].lstrip("0") or i))
-        samples.append(Sample(sample_id, image, "", refs[0], refs))
-    return samples
-
-
-def read_jsonl(arg: str, split: str, images: str | None) -> list[Sample]:
-    """One JSON object a line: {image?, prompt, answer, id?}."""
-    samples = []
-    for number, row in read_jsonl_rows(Path(arg), "JSONL", ("prompt", "answer")):
-        image = row.get("image")
-        if image and images:
-            image = str(Path(images) / image)
-        samples.append(Sample(str(row.get("id", number)), image, row["prompt"], row["answer"], [row["answer"]]))
-    return samples
-
-
-def read_demo(arg: str, split: str, images: str | None) -> list[Sample]:
-    from vltool.demo.datasets import read_demo as read
+def _demo(arg: str, split: str, images: str | None) -> list[Sample]:
+    from vltool.demo.datasets import read_demo
     from vltool.demo.home import demo_data_dir
 
-    return read(demo_data_dir(), arg, split)
+    return read_demo(demo_data_dir(), arg, split)
 
 
-register_kind("coco", read_coco)
-register_kind("jsonl", read_jsonl)
-register_kind("demo", read_demo)
+register_kind("coco", lambda arg, split, images: read_coco(arg, images))
+register_kind("vqav2", lambda arg, split, images: read_vqav2_spec(arg, images))
+register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split, images))
+register_kind("llava", lambda arg, split, images: read_llava(arg, images))
+register_kind("alpaca", lambda arg, split, images: read_alpaca(arg))
+register_kind("jsonl", lambda arg, split, images: read_jsonl(arg, images))
+register_kind("demo", _demo)

@@ -1,9 +1,14 @@
-"""ScienceQA scoring as LaVIN reports it, minus its random fallback.
+"""ScienceQA accuracy and its categories as LaVIN and the ScienceQA paper report them, in percent.
 
-The answer letter is parsed from "The answer is X."; an unparsable or out-of-range answer counts
-WRONG (LaVIN's script picks a random option instead) and their number is reported as
-``unparsed``. Categories follow ScienceQA: TXT has a text context, IMG an image, NO neither (a
-question with both counts in TXT and IMG).
+The answer letter is the first ``The answer is X`` (X a capital letter followed by a period,
+space or the end). LaVIN's script picks a RANDOM option when that fails, which makes scores
+irreproducible and flatters broken models; here an unparsable answer or a letter beyond the
+question's choices counts WRONG, and their number is reported as ``unparsed``.
+
+Categories follow ScienceQA's own evaluation: NAT / SOC / LAN by subject (natural / social /
+language science); TXT = has a text hint, IMG = has an image, NO = neither (a question with both
+counts in TXT and in IMG); G1-6 / G7-12 by grade (grade1..grade6, grade7..grade12). A category
+with no questions in the scored set is left out rather than reported as 0.
 """
 
 from __future__ import annotations
@@ -13,32 +18,44 @@ from collections.abc import Sequence
 
 from vltool.data.sample import Sample
 
-ANSWER = re.compile(r"The answer is ([A-Z])\.?")
+ANSWER = re.compile(r"The answer is \(?([A-Z])\)?(?=[.\s]|$)")
+SUBJECTS = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
+LOWER_GRADES = {f"grade{i}" for i in range(1, 7)}
+UPPER_GRADES = {f"grade{i}" for i in range(7, 13)}
+CATEGORIES = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
 
 
 def parse_choice(text: str, n_choices: int) -> int | None:
+    """The chosen option's index, or None when no in-range letter is stated."""
     match = ANSWER.search(text)
     if not match:
         return None
     index = ord(match.group(1)) - ord("A")
-    return index if 0 <= index < n_choices else None
+    return index if index < n_choices else None
+
+
+def categories(meta: dict) -> list[str]:
+    """The ScienceQA categories one question counts in."""
+    out = [SUBJECTS[meta["subject"]]] if meta.get("subject") in SUBJECTS else []
+    hint, image = bool(meta.get("has_hint")), bool(meta.get("has_image"))
+    out += (["TXT"] if hint else []) + (["IMG"] if image else []) + ([] if hint or image else ["NO"])
+    grade = meta.get("grade")
+    out += ["G1-6"] if grade in LOWER_GRADES else ["G7-12"] if grade in UPPER_GRADES else []
+    return out
 
 
 def scienceqa_scores(predictions: Sequence[str], samples: Sequence[Sample]) -> dict[str, float]:
-    groups: dict[str, list[bool]] = {k: [] for k in ("TXT", "IMG", "NO")}
-    correct, unparsed = [], 0
-    for text, sample in zip(predictions, samples):
+    """``accuracy``, the category accuracies and ``unparsed`` (a count) for aligned lists."""
+    hits: dict[str, list[bool]] = {k: [] for k in CATEGORIES}
+    correct, unparsed = 0, 0
+    for text, sample in zip(predictions, samples, strict=True):
         choice = parse_choice(text, len(sample.meta["choices"]))
         unparsed += choice is None
-        ok = choice == sample.meta["answer_index"]
-        correct.append(ok)
-        has_hint, has_image = sample.meta.get("has_hint", False), sample.meta.get("has_image", False)
-        if has_hint:
-            groups["TXT"].append(ok)
-        if has_image:
-            groups["IMG"].append(ok)
-        if not has_hint and not has_image:
-            groups["NO"].append(ok)
-    out = {"accuracy": 100.0 * sum(correct) / max(1, len(correct)), "unparsed": float(unparsed)}
-    out.update({k: 100.0 * sum(v) / len(v) for k, v in groups.items() if v})
+        ok = choice is not None and choice == sample.meta["answer_index"]
+        correct += ok
+        for name in categories(sample.meta):
+            hits[name].append(ok)
+    out = {"accuracy": 100.0 * correct / max(1, len(samples))}
+    out.update({k: 100.0 * sum(v) / len(v) for k, v in hits.items() if v})
+    out["unparsed"] = float(unparsed)
     return out

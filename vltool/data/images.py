@@ -1,0 +1,135 @@
+"""Image paths and files: where a relative path points, opening one, and checking them all up front.
+
+VPGTrans users lost runs to failed image downloads that crashed data loading hours in. Stages
+therefore call ``check_images`` before training: every distinct image is opened once, the
+missing and corrupt ones are counted with a few examples, and the stage either refuses (one
+line naming them) or drops those samples when the user asked to skip bad images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vltool.data.sample import Sample
+from vltool.errors import UserError
+
+
+def resolve_image_path(image: str, root: str | Path | None, base_dir: Path) -> str:
+    """Absolute paths stay; relative ones are under ``root`` (``--images``) or else ``base_dir``.
+
+    ``base_dir`` is the data file's folder, so a dataset that keeps its images beside its JSON
+    works without ``--images``.
+    """
+    path = Path(image).expanduser()
+    if path.is_absolute():
+        return str(path)
+    return str(Path(root).expanduser() / path if root is not None else base_dir / path)
+
+
+def open_image(path: str | Path) -> Any:
+    """A decoded RGB ``PIL.Image`` (palette, grey and RGBA files too); bad files are a UserError."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as handle:
+            return handle.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"image {path} cannot be read: {type(err).__name__}: {err}") from None
+
+
+def image_problem(path: str | Path, thorough: bool = False) -> str | None:
+    """None for a readable image, else ``"missing"`` or ``"corrupt (Reason)"``.
+
+    The default check parses the header and structure (``verify``), which is fast enough for
+    hundreds of thousands of files; ``thorough`` decodes every pixel and also catches files
+    truncated mid-stream.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as handle:
+            if thorough:
+                handle.load()
+            else:
+                handle.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return f"corrupt ({type(err).__name__})"
+    return None
+
+
+@dataclass
+class ImageReport:
+    """What ``check_images`` found: distinct images checked and the bad ones, with reasons."""
+
+    checked: int = 0
+    samples_with_images: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    affected_samples: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+    @property
+    def bad(self) -> dict[str, str]:
+        """path -> reason, missing ones first."""
+        return {**{p: "missing" for p in self.missing}, **self.corrupt}
+
+    def summary(self, what: str = "data", examples: int = 3) -> str:
+        """One line: counts and a few examples, e.g. for a refusal before training."""
+        if self.ok:
+            return f"{what}: all {self.checked} images can be read"
+        shown = "; ".join(f"{p}: {r}" for p, r in list(self.bad.items())[:examples])
+        return (f"{what}: {len(self.bad)} of {self.checked} images cannot be read "
+                f"({len(self.missing)} missing, {len(self.corrupt)} corrupt; {shown}), "
+                f"affecting {self.affected_samples} samples")
+
+    def as_metrics(self) -> dict[str, int]:
+        """Flat counts for a manifest."""
+        return {"images": self.checked, "bad_images": len(self.bad), "missing_images": len(self.missing),
+                "corrupt_images": len(self.corrupt), "dropped_samples": self.affected_samples}
+
+
+def check_images(samples: Sequence[Sample], thorough: bool = False) -> ImageReport:
+    """Open every distinct image of ``samples`` once; text-only samples are skipped."""
+    report = ImageReport()
+    seen: dict[str, str | None] = {}
+    for sample in samples:
+        if sample.image is None or not isinstance(sample.image, (str, Path)):
+            continue  # text-only, or an in-memory image that is already decoded
+        report.samples_with_images += 1
+        key = str(sample.image)
+        if key not in seen:
+            seen[key] = image_problem(key, thorough)
+            if seen[key] == "missing":
+                report.missing.append(key)
+            elif seen[key]:
+                report.corrupt[key] = seen[key]
+        report.affected_samples += seen[key] is not None
+    report.checked = len(seen)
+    return report
+
+
+def drop_bad_images(samples: Sequence[Sample], report: ImageReport) -> list[Sample]:
+    """The samples whose image is readable (or that have none)."""
+    bad = report.bad
+    return [s for s in samples if s.image is None or str(s.image) not in bad]
+
+
+def usable_samples(samples: Sequence[Sample], skip_bad: bool, what: str = "data",
+                   thorough: bool = False) -> tuple[list[Sample], ImageReport]:
+    """Check before training: refuse bad images (naming a few) or, with ``skip_bad``, drop them."""
+    report = check_images(samples, thorough)
+    if not report.ok and not skip_bad:
+        raise UserError(report.summary(what) + "; fix them or pass --skip-bad-images to train without them")
+    return drop_bad_images(samples, report), report
