@@ -1,73 +1,84 @@
-"""Parameter tables for ``tune-mma --dry-run``: real-scale models on the meta device.
+"""Parameter tables for ``tune-mma --dry-run``: what an MMA model holds and what it trains.
 
-Known answer (PAPERS.md 2): LaVIN-7B (LLaMA-7B, CLIP ViT-L/14, ``attn`` adapters of width 8 in
-all 32 LLM layers and 24 CLIP blocks, 6 visual tokens) trains 3,781,296 parameters:
-2,621,760 LLM adapters + 491,760 CLIP adapters + 659,584 visual projection + 8,192 modality
-embedding.
+The table is read off the model itself (built on the meta device at real scale), by parameter
+name and ``requires_grad``, so it counts what training would actually update. Known answer
+(PAPERS.md 2): LaVIN-7B trains 3,781,296 parameters = 2,621,760 LLM adapters + 491,760 CLIP
+adapters + 659,584 visual projection + 8,192 modality embedding.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from vltool.models.meta_count import _arch_of, arch, count, memory_gb, meta_blip2, text_config
-from vltool.models.mma.adapter import MMAdapter
-from vltool.models.mma.inject import inject
+PARTS = ("LLM (frozen)", "LLM MM-Adapters", "vision encoder (frozen)", "vision MM-Adapters",
+         "visual projection", "modality embedding")
 
 
-def clip_projection(vision_width: int, llm_width: int, hidden: int = 128) -> nn.Sequential:
-    """LaVIN's visual projection: Linear(1024 -> 128), SiLU, Linear(128 -> d)."""
-    return nn.Sequential(nn.Linear(vision_width, hidden), nn.SiLU(), nn.Linear(hidden, llm_width))
+@dataclass(frozen=True)
+class PartCount:
+    part: str
+    parameters: int
+    trainable: int
 
 
-def adapter_kwargs(cfg) -> dict[str, Any]:
-    a = cfg.adapter
-    return {"bottleneck": a.dim, "groups": a.groups, "scale": a.scale, "dropout": a.dropout,
-            "router": a.router, "temperature": a.temperature}
+def part_of(name: str) -> str:
+    """Which row of the table a parameter of an MMAModel belongs to."""
+    if name.startswith("modality."):
+        return "modality embedding"
+    if name.startswith("front_end.projector."):
+        return "visual projection"
+    if name.startswith("lm."):
+        return "LLM MM-Adapters" if ".adapter." in name else "LLM (frozen)"
+    return "vision MM-Adapters" if ".adapter." in name else "vision encoder (frozen)"
+
+
+def parameter_table(model: nn.Module) -> list[PartCount]:
+    """Parameters and trainable parameters per part (tied/shared tensors counted once)."""
+    totals = {p: [0, 0] for p in PARTS}
+    for name, param in model.named_parameters():
+        row = totals[part_of(name)]
+        row[0] += param.numel()
+        row[1] += param.numel() if param.requires_grad else 0
+    return [PartCount(part, n, t) for part, (n, t) in totals.items()]
+
+
+def trainable_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def lavin_table(cfg) -> dict[str, Any]:
-    """Trainable / total parameters of an MMA recipe at real scale, per part."""
-    from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+    """The dry-run table of an MMA recipe at real scale (the shape the CLI renders)."""
+    from vltool.models.meta_count import _arch_of, arch, memory_gb, meta_blip2, text_config
+    from vltool.models.mma.build import build_qformer_mma, settings_from
+    from vltool.models.mma.lavin7b import meta_clip_mma
 
-    kwargs = adapter_kwargs(cfg)
-    with torch.device("meta"):
-        if cfg.front_end == "clip":
-            lm = AutoModelForCausalLM.from_config(text_config(_arch_of(cfg.model, "target")["text"]))
-            vision_arch = arch("clip-vit-l14")["vision"]
-            vision = CLIPVisionModel(CLIPVisionConfig(**vision_arch))
-            projection = clip_projection(vision_arch["hidden_size"], lm.config.hidden_size)
-            frozen_vision = {"CLIP ViT-L/14 (frozen)": count(vision)}
-            vision_width, vision_layers = vision_arch["hidden_size"], vision_arch["num_hidden_layers"]
-            proj_name = "visual projection (1024-128-d)"
-        else:
-            source = arch("blip2-opt-2.7b")
-            target = _arch_of(cfg.model, "target")["text"]
-            blip2 = meta_blip2(source, target)
-            lm, projection = blip2.language_model, blip2.language_projection
-            frozen_vision = {"ViT-g (frozen)": count(blip2.vision_model),
-                             "Q-Former + queries (frozen)": count(blip2.qformer) + count(blip2.query_tokens)}
-            vision_width, vision_layers = source["vision"]["hidden_size"], source["vision"]["num_hidden_layers"]
-            proj_name = "projector (Q-Former -> d)"
-        llm_total = count(lm)
-        llm_adapters = sum(count(w.adapter) for w in inject(lm, cfg.adapter.placement, **kwargs))
-        vision_adapters = vision_layers * count(MMAdapter(vision_width, **kwargs)) if cfg.adapter.vision else 0
-    width = lm.config.hidden_size
-    parts = {
-        "LLM (frozen)": (llm_total, 0),
-        **{k: (v, 0) for k, v in frozen_vision.items()},
-        "LLM MM-Adapters": (llm_adapters, llm_adapters),
-        "vision MM-Adapters": (vision_adapters, vision_adapters),
-        proj_name: (count(projection), count(projection)),
-        "modality embedding": (2 * width, 2 * width),
-    }
-    total = sum(v[0] for v in parts.values())
-    trainable = sum(v[1] for v in parts.values())
+    settings = settings_from(cfg.adapter.model_dump())
+    target = _arch_of(cfg.model, "target")["text"] if cfg.front_end == "clip" else None
+    if cfg.front_end == "clip":
+        from transformers import CLIPVisionConfig
+
+        vision = CLIPVisionConfig(**arch("clip-vit-l14")["vision"])
+        model = meta_clip_mma(text_config(target), vision, settings, cfg.adapter.placement, cfg.visual_tokens,
+                              cfg.adapter.vision)
+        vision_name = "CLIP ViT-L/14"
+    else:
+        import torch
+
+        blip2 = meta_blip2(arch("blip2-opt-2.7b"), _arch_of(cfg.model, "target")["text"])
+        with torch.device("meta"):
+            model = build_qformer_mma(blip2, settings, cfg.adapter.placement, cfg.adapter.vision)
+        vision_name = "ViT-g + Q-Former"
+    rows_by_part = {r.part: r for r in parameter_table(model)}
+    total = sum(r.parameters for r in rows_by_part.values())
+    trainable = sum(r.trainable for r in rows_by_part.values())
     precision = cfg.train.precision if cfg.train.precision != "auto" else "bf16"
-    rows = [[name, n, t] for name, (n, t) in parts.items()]
+    shown = {"vision encoder (frozen)": f"{vision_name} (frozen)",
+             "visual projection": "visual projection (1024-128-d)" if cfg.front_end == "clip"
+             else "projector (Q-Former -> d)"}
+    rows: list[list[Any]] = [[shown.get(r.part, r.part), r.parameters, r.trainable] for r in rows_by_part.values()]
     rows.append(["total", total, trainable])
     rows.append(["trainable share (%)", "", round(100 * trainable / total, 4)])
     rows.append(["memory estimate (GB)", "", round(memory_gb(total - trainable, trainable, precision), 1)])
@@ -80,4 +91,5 @@ def lavin_table(cfg) -> dict[str, Any]:
                   "activations not included"],
         "trainable": trainable,
         "total": total,
+        "parts": {r.part: r.trainable for r in rows_by_part.values()},
     }

@@ -1,8 +1,18 @@
-"""Putting MM-Adapters into transformers' LLaMA and OPT decoders by wrapping their norms.
+"""Putting MM-Adapters into transformers models by wrapping their norms (no copied layer code).
 
-The adapter sits after the norm that feeds attention (``attn``) and, with ``block``, also after
-the norm that feeds the FFN, exactly where LaVIN puts it. The wrapped modules keep their names,
-so the folding in ``merge`` knows which linear layers read each adapter's output.
+LLM (LLaMA, OPT): the adapter sits after the norm that feeds attention (``attn`` placement) and,
+with ``block``, also after the norm that feeds the FFN, exactly where LaVIN puts it. The wrapped
+modules keep their attribute names, so ``merge`` knows which linear layers read each adapter's
+output (``Site.readers``).
+
+Vision encoders (CLIP ViT, BLIP-2 ViT): one adapter per block after ``layer_norm1`` (LaVIN's
+``ln_1``), before attention. There is no modality token there: every input is an image. Each
+vision adapter keeps its router (the LaVIN-7B count of 20,490 per CLIP block includes it) and
+routes each image from its own [CLS] token after that block's norm. LaVIN's code writes the same
+``x[:, 0]`` but runs OpenAI CLIP sequence-first, so it actually routes every image of a batch from
+the first image's tokens; vltool routes each image from itself, so a sample's features do not
+depend on its batch neighbours. Consequence: vision routing depends on the image, so vision
+adapters cannot be folded into a plain ViT (``merge`` says so); LLM adapters can.
 """
 
 from __future__ import annotations
@@ -12,7 +22,24 @@ from dataclasses import dataclass
 from torch import nn
 
 from vltool.errors import UserError
-from vltool.models.mma.adapter import AdaptedNorm, MMAdapter
+from vltool.models.mma.adapter import AdaptedNorm, MMAdapter, RoutingMode
+
+ATTN_READERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """The adapter hyper-parameters shared by every site (recipe ``adapter:`` section)."""
+
+    bottleneck: int = 8
+    groups: int = 2
+    scale: float = 1.0
+    dropout: float = 0.1
+    router: bool = True
+    temperature: float = 10.0
+
+    def build(self, dim: int) -> MMAdapter:
+        return MMAdapter(dim, self.bottleneck, self.groups, self.scale, self.dropout, self.router, self.temperature)
 
 
 @dataclass(frozen=True)
@@ -37,39 +64,70 @@ def decoder_layers(lm: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def sites(lm: nn.Module, placement: str) -> list[Site]:
+    """Every adapter site of ``lm`` for ``attn`` or ``block`` placement, in layer order."""
+    if placement not in ("attn", "block"):
+        raise UserError(f"adapter placement {placement!r}: expected 'attn' or 'block'")
     family, layers = decoder_layers(lm)
-    attn = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
     if family == "llama":
-        spots = [("input_layernorm", attn)]
+        spots = [("input_layernorm", ATTN_READERS)]
         if placement == "block":
             spots.append(("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")))
     else:
-        spots = [("self_attn_layer_norm", attn)]
+        spots = [("self_attn_layer_norm", ATTN_READERS)]
         if placement == "block":
             spots.append(("final_layer_norm", ("fc1",)))
     return [Site(i, norm, readers) for i in range(len(layers)) for norm, readers in spots]
 
 
-def inject(lm: nn.Module, placement: str = "attn", bottleneck: int = 8, groups: int = 2, scale: float = 1.0,
-           dropout: float = 0.1, router: bool = True, temperature: float = 10.0) -> list[AdaptedNorm]:
-    """Wrap every adapter site of ``lm`` in place; returns the wrappers in layer order."""
+def _wrap(owner: nn.Module, attr: str, settings: AdapterSettings, dim: int, mode: RoutingMode) -> AdaptedNorm:
+    norm = getattr(owner, attr)
+    if isinstance(norm, AdaptedNorm):
+        raise UserError("this model already has MM-Adapters")
+    param = next(norm.parameters(), None)
+    adapter = settings.build(dim)
+    if param is not None and param.device.type != "meta":
+        adapter.to(param.device)  # adapters stay fp32 even on half-precision frozen weights
+    wrapper = AdaptedNorm(norm, adapter, mode)
+    setattr(owner, attr, wrapper)
+    return wrapper
+
+
+def inject(lm: nn.Module, placement: str = "attn", settings: AdapterSettings | None = None,
+           **kwargs) -> list[AdaptedNorm]:
+    """Wrap every adapter site of a causal LM in place; returns the wrappers in layer order.
+
+    ``kwargs`` (bottleneck, groups, scale, dropout, router, temperature) are a shorthand for
+    ``settings``.
+    """
+    settings = settings or AdapterSettings(**kwargs)
     _, layers = decoder_layers(lm)
     dim = lm.config.hidden_size
-    wrapped = []
-    for site in sites(lm, placement):
-        layer = layers[site.layer]
-        norm = getattr(layer, site.norm)
-        if isinstance(norm, AdaptedNorm):
-            raise UserError("this model already has MM-Adapters")
-        device = next(norm.parameters()).device
-        adapter = MMAdapter(dim, bottleneck, groups, scale, dropout, router, temperature)
-        if device.type != "meta":
-            adapter.to(device)
-        wrapper = AdaptedNorm(norm, adapter)
-        setattr(layer, site.norm, wrapper)
-        wrapped.append(wrapper)
-    return wrapped
+    return [_wrap(layers[s.layer], s.norm, settings, dim, "first") for s in sites(lm, placement)]
 
 
-def wrappers(lm: nn.Module) -> list[AdaptedNorm]:
-    return [m for m in lm.modules() if isinstance(m, AdaptedNorm)]
+def vision_layers(vision: nn.Module) -> nn.ModuleList:
+    """The encoder blocks of a CLIPVisionModel / Blip2VisionModel (or their inner transformer)."""
+    inner = getattr(vision, "vision_model", vision)  # CLIPVisionModel wraps a CLIPVisionTransformer
+    encoder = getattr(inner, "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    if layers is None or not all(hasattr(layer, "layer_norm1") for layer in layers):
+        raise UserError(f"vision MM-Adapters support CLIP and BLIP-2 ViTs; got {type(vision).__name__}")
+    return layers
+
+
+def inject_vision(vision: nn.Module, settings: AdapterSettings | None = None, **kwargs) -> list[AdaptedNorm]:
+    """One adapter after ``layer_norm1`` of every ViT block, routed per image from its [CLS] token."""
+    settings = settings or AdapterSettings(**kwargs)
+    dim = vision.config.hidden_size
+    return [_wrap(layer, "layer_norm1", settings, dim, "first") for layer in vision_layers(vision)]
+
+
+def wrappers(module: nn.Module) -> list[AdaptedNorm]:
+    """Every adapter wrapper under ``module``, in module order."""
+    return [m for m in module.modules() if isinstance(m, AdaptedNorm)]
+
+
+def set_routing(lm: nn.Module, mode: RoutingMode, rows: int | None = None) -> None:
+    """Switch every LLM wrapper between routing from position 0 and replaying kept weights."""
+    for w in wrappers(lm):
+        w.mode, w.rows = mode, rows

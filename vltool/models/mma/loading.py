@@ -8,8 +8,8 @@ from typing import Any
 from vltool.artifacts import is_artifact, read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import NotImplementedYet, UserError
-from vltool.models.mma.inject import inject
-from vltool.models.mma.model import MMAModel, QFormerFrontEnd
+from vltool.models.mma.build import build_qformer_mma, settings_from
+from vltool.models.mma.mllm import MMAModel
 
 
 def load_base(spec: str, front_end: str) -> tuple[Any, Any, Any, dict[str, str]]:
@@ -41,24 +41,25 @@ def load_base(spec: str, front_end: str) -> tuple[Any, Any, Any, dict[str, str]]
 
 
 def build(blip2, adapter: dict[str, Any], placement: str, vision: bool) -> MMAModel:
+    """The Q-Former-front-end MMA model (adapters injected, only the MMA tensors trainable).
+
+    Vision adapters stay refused on this path until ``vltool merge`` checks
+    ``merge.require_foldable_front_end`` (they cannot be folded into a plain BLIP-2 ViT, and the
+    current merge stage would drop them silently); ``build.build_qformer_mma`` supports them.
+    """
     if vision:
-        raise NotImplementedYet("vision-side MM-Adapters are not implemented yet; set adapter.vision=false")
-    inject(blip2.language_model, placement, bottleneck=adapter["dim"], groups=adapter["groups"],
-           scale=adapter["scale"], dropout=adapter["dropout"], router=adapter["router"],
-           temperature=adapter["temperature"])
-    return MMAModel(blip2.language_model, QFormerFrontEnd(blip2))
+        raise NotImplementedYet("vision-side MM-Adapters with the qformer front end are not wired into the "
+                                "stages yet; set adapter.vision=false")
+    return build_qformer_mma(blip2, settings_from(adapter), placement, vision)
 
 
 def set_trainable(model: MMAModel) -> None:
-    """Only adapters, routers, the modality embedding and the visual projection train."""
-    model.requires_grad_(False)
-    for name, p in model.named_parameters():
-        if ".adapter." in name or name.startswith(("modality.", "front_end.projector.")):
-            p.requires_grad_(True)
+    """Only adapters, routers, the modality token and the visual projection train."""
+    model.set_trainable()
 
 
 def trainable_state(model: MMAModel) -> dict[str, Any]:
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return model.trainable_state()
 
 
 def load_adapters(path: Path) -> tuple[MMAModel, Any, Any, dict]:
@@ -71,10 +72,5 @@ def load_adapters(path: Path) -> tuple[MMAModel, Any, Any, dict]:
     check_reference(base_ref, "base model", path)
     blip2, tokenizer, processor, _ = load_base(base_ref["source"], config["front_end"])
     model = build(blip2, config["adapter"], config["adapter"]["placement"], config["adapter"]["vision"])
-    tensors = art.tensors("adapters.safetensors")
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [m for m in missing if ".adapter." in m or m.startswith(("modality.", "front_end.projector."))]
-    if missing or unexpected:
-        raise UserError(f"adapters artifact {path} does not fit its base: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}")
+    model.load_trainable(art.tensors("adapters.safetensors"), f"adapters artifact {path}")
     return model.eval(), tokenizer, processor, config

@@ -1,0 +1,107 @@
+"""LaVIN's CLIP front end: [CLS] after every k-th block, per-image routing, end to end with an LM."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from vltool.errors import UserError
+from vltool.models.mma.build import build_clip_mma
+from vltool.models.mma.clip_frontend import ClipFrontEnd
+from vltool.models.mma.count import trainable_count
+from vltool.models.mma.inject import AdapterSettings, inject_vision, wrappers
+from vltool.models.mma.layout import IGNORE, VISUAL
+from vltool.models.mma.mllm import MMAModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is ~100x faster than two threads on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_clip(layers: int = 4) -> CLIPVisionModel:
+    return CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                            num_attention_heads=4, image_size=28, patch_size=14)).eval()
+
+
+def test_front_end_takes_the_cls_token_after_every_kth_block() -> None:
+    torch.manual_seed(0)
+    vision = tiny_clip(4)
+    reference = copy.deepcopy(vision)
+    inject_vision(vision, AdapterSettings(dropout=0.0))  # identity at init
+    front = ClipFrontEnd(vision, llm_width=48, num_tokens=2, hidden=16)
+    pixels = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        states = reference(pixel_values=pixels, output_hidden_states=True).hidden_states
+        expected = front.projector(torch.stack([states[2][:, 0], states[4][:, 0]], dim=1))
+        assert torch.allclose(front(pixels), expected, atol=1e-5)
+    assert front.num_tokens == 2 and front(pixels).shape == (3, 2, 48)
+    assert sum(p.numel() for p in front.projector.parameters()) == 32 * 16 + 16 + 16 * 48 + 48
+    try:
+        ClipFrontEnd(tiny_clip(4), 48, num_tokens=3)
+        raise AssertionError("3 tokens from 4 blocks must be refused")
+    except UserError as err:
+        assert "visual_tokens=3" in str(err)
+
+
+def test_vision_adapters_route_each_image_from_itself() -> None:
+    torch.manual_seed(0)
+    vision = tiny_clip(2)
+    inject_vision(vision, AdapterSettings(dropout=0.0, temperature=1.0))
+    with torch.no_grad():
+        for name, p in vision.named_parameters():
+            if ".adapter." in name:
+                p.add_(torch.randn_like(p) * 0.3)
+        pixels = torch.randn(3, 3, 28, 28)
+        together = vision(pixel_values=pixels).last_hidden_state
+        weights = torch.stack([w.weights for w in wrappers(vision)])  # [blocks, images, 2]
+        alone = torch.cat([vision(pixel_values=pixels[i:i + 1]).last_hidden_state for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5)  # no batch neighbour changes an image's features
+    assert weights.shape == (2, 3, 2) and not torch.allclose(weights[:, 0], weights[:, 1])
+
+
+def tiny_lavin(placement: str = "attn") -> MMAModel:
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=4, intermediate_size=64, pad_token_id=0))
+    return build_clip_mma(lm, tiny_clip(4), AdapterSettings(), placement, visual_tokens=2)
+
+
+def test_clip_mma_model_trains_saves_and_generates(tmp_path: Path) -> None:
+    model = tiny_lavin()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(".vision." in n and ".adapter." in n for n in trainable) == 4 * 8  # 4 blocks x weight and bias of A, B, D, router
+    ids = torch.randint(3, 40, (2, 8))
+    ids[0, 1:3] = VISUAL
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, 5:] = ids[:, 5:]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "modality": torch.tensor([1, 0]),
+             "pixel_values": torch.randn(1, 3, 28, 28), "labels": labels}
+
+    model.train()
+    loss = model(batch).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.front_end.projector[0].weight.grad is not None
+    assert all(p.grad is None for n, p in model.named_parameters() if n not in trainable)
+    model.eval()
+    model.save_trainable(tmp_path / "adapters.safetensors")
+    saved = load_file(tmp_path / "adapters.safetensors")
+    assert set(saved) == trainable and sum(t.numel() for t in saved.values()) == trainable_count(model)
+    fresh = tiny_lavin()
+    fresh.load_trainable(tmp_path / "adapters.safetensors")
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(batch).logits, model(batch).logits)
+    with pytest.raises(UserError, match="does not fit"):
+        tiny_lavin("block").load_trainable(saved)
+    new = model.generate_ids({k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=3, pad_token_id=0)
+    assert new.shape == (2, 3)

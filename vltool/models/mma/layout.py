@@ -1,0 +1,83 @@
+"""LaVIN's token layout for MMA batches: [BOS] "Image:" [visual slots] prompt answer.
+
+Text-only samples read ``[BOS] "Image: N/A" prompt answer`` (LaVIN's prefix for samples without
+an image). Visual-token slots hold ``VISUAL`` (-1) in ``input_ids``; ``MMAModel.embed`` fills them
+with the front end's tokens, and ``MMAModel`` prepends the modality token itself (it is an
+embedding, not a vocabulary id). Labels are -100 everywhere except the answer (and its EOS), so
+the loss is on the answer only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vltool.data.text_batches import IGNORE, join_prompt
+
+VISUAL = -1  # placeholder id of a visual-token slot in collated input_ids
+
+__all__ = ["IGNORE", "VISUAL", "MMACollator", "MMADatasetCollate"]
+
+
+class MMACollator:
+    """(image tensor or None, prompt, answer) rows -> an MMAModel batch."""
+
+    def __init__(self, tokenizer, num_visual: int, max_length: int = 512, max_answer_tokens: int = 256) -> None:
+        self.tok = tokenizer
+        self.num_visual = num_visual
+        self.max_length = max_length
+        self.max_answer = max_answer_tokens
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def head(self, has_image: bool) -> list[int]:
+        bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        if has_image:
+            return bos + self._ids("Image:") + [VISUAL] * self.num_visual
+        return bos + self._ids("Image: N/A")
+
+    def encode(self, has_image: bool, prompt: str, answer: str | None) -> tuple[list[int], list[int]]:
+        head, p_ids = self.head(has_image), self._ids(prompt)
+        if answer is None:
+            return head + p_ids, [IGNORE] * (len(head) + len(p_ids))
+        a_ids = self._ids(join_prompt(prompt, answer))[len(p_ids):][: self.max_answer] + [self.tok.eos_token_id]
+        ids = (head + p_ids + a_ids)[: self.max_length]
+        labels = ([IGNORE] * (len(head) + len(p_ids)) + a_ids)[: self.max_length]
+        return ids, labels
+
+    def batch(self, images: Sequence[torch.Tensor | None], prompts: Sequence[str],
+              answers: Sequence[str] | None, left_pad: bool = False) -> dict[str, torch.Tensor]:
+        """Right-padded for training; ``left_pad=True`` for generation."""
+        rows = [self.encode(img is not None, p, None if answers is None else a)
+                for img, p, a in zip(images, prompts, answers or [None] * len(prompts))]
+        width = max(len(r[0]) for r in rows)
+
+        def pad(seq: list[int], value: int) -> list[int]:
+            fill = [value] * (width - len(seq))
+            return fill + seq if left_pad else seq + fill
+
+        out = {
+            "input_ids": torch.tensor([pad(r[0], self.pad) for r in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(r[0]), 0) for r in rows]),
+            "modality": torch.tensor([int(img is not None) for img in images]),
+        }
+        if answers is not None:
+            out["labels"] = torch.tensor([pad(r[1], IGNORE) for r in rows])
+        pixels = [img for img in images if img is not None]
+        if pixels:
+            out["pixel_values"] = torch.stack(pixels)
+        return out
+
+
+class MMADatasetCollate:
+    """Collate for the training loop over a ``VLDataset`` (rows of image index, prompt, answer)."""
+
+    def __init__(self, dataset, collator: MMACollator) -> None:
+        self.dataset, self.collator = dataset, collator
+
+    def __call__(self, rows):
+        images = [self.dataset.images[i] if i >= 0 else None for i, _, _ in rows]
+        return self.collator.batch(images, [r[1] for r in rows], [r[2] for r in rows])
