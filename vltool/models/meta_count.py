@@ -1,12 +1,24 @@
 """Real-scale models without weights: parameter counts and memory estimates for ``--dry-run``.
 
-The architectures of the aliases ship as JSON (``vltool/sources/arch``), so BLIP-2 ViT-g +
-Q-Former + OPT/LLaMA are built on the meta device offline in a second or two, and users see
-what a recipe trains and roughly what memory it needs before renting a GPU.
+The architectures of the real aliases ship as JSON (``vltool/sources/arch``), so BLIP-2's EVA
+ViT-g/14 + Q-Former + OPT/LLaMA are built on the meta device offline in about a second, with the
+same ``VisionLanguageModel`` and trainable-part names the stages use. Users see what a recipe
+trains and roughly what memory it needs before renting a GPU. Local HF folders work too (only
+their config.json is read).
 
-Memory estimate (per GPU, no sharding): frozen weights at the compute precision (2 bytes for
-bf16/fp16, 4 for fp32) + trainable weights in fp32 (4) + their gradients (4) + AdamW's two
-moments (8). Activations are not included: they depend on batch and sequence length.
+Memory estimate per GPU, no sharding, in GiB (a planning figure, not a promise):
+- weights: frozen parameters at the compute precision (2 bytes for bf16/fp16, 4 for fp32);
+- trainable parameters: 16 bytes each = fp32 weight (4) + fp32 gradient (4) + AdamW's two fp32
+  moments (8);
+- activations, kept for backward, at 2 bytes (4 in fp32) per value, per transformer layer that
+  backward passes through, with the per-layer formula of Korthikanti et al. (2022) without
+  recomputation: ``s * b * h * (34 + 5 * a * s / h)`` (s tokens, b micro-batch, h width,
+  a heads). The LLM's layers count in BOTH stages: the projector sits before the frozen LLM, so
+  the gradient flows back through all of it. The Q-Former's layers count in the transfer stage
+  only (s = query tokens), plus the ViT features it cross-attends to. The frozen ViT runs
+  without autograd and keeps nothing. Add the logits: ``b * s * vocab * 8`` bytes (fp32 logits
+  and their gradient, as transformers' loss upcasts). s for the LLM = query tokens + BOS + the
+  recipe's ``max_text_tokens``.
 """
 
 from __future__ import annotations
@@ -19,6 +31,10 @@ import torch
 from torch import nn
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "sources" / "arch"
+GIB = 1024**3
+STAGE_PARTS = {"warm-up": ("projector",), "transfer": ("ln_vision", "qformer", "query_tokens", "projector")}
+PART_LABELS = {"vit": "ViT (frozen)", "ln_vision": "ln_vision", "qformer": "Q-Former", "query_tokens": "query tokens",
+               "projector": "projector", "llm": "LLM (frozen)"}
 
 
 def arch(name: str) -> dict[str, Any]:
@@ -31,15 +47,69 @@ def count(module: nn.Module | torch.Tensor) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def text_config(data: dict[str, Any]):
-    from transformers import LlamaConfig, OPTConfig
+def text_config(data: dict[str, Any]) -> Any:
+    """A transformers config for a causal LM from its JSON dict (``model_type`` picks the class)."""
+    from transformers import AutoConfig
 
-    data = {k: v for k, v in data.items() if k != "model_type"}
-    return LlamaConfig(**data) if "rms_norm_eps" in data else OPTConfig(**data)
+    data = dict(data)
+    model_type = data.pop("model_type", None) or ("llama" if "rms_norm_eps" in data else "opt")
+    for key in ("transformers_version", "architectures", "_name_or_path"):
+        data.pop(key, None)
+    return AutoConfig.for_model(model_type, **data)
 
 
-def meta_blip2(source: dict[str, Any], target_text: dict[str, Any]):
-    """BLIP-2 (source VPG) on the target LLM, on the meta device."""
+def _folder_arch(path: Path, role: str) -> dict[str, Any] | None:
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    if data.get("model_type") == "blip-2":
+        return {"kind": "blip2", "vision": data.get("vision_config", {}), "qformer": data.get("qformer_config", {}),
+                "text": data.get("text_config", {}), "num_query_tokens": data.get("num_query_tokens", 32)}
+    return {"kind": "causal-lm", "text": data} if role == "target" else None
+
+
+def _arch_of(spec: str, role: str) -> dict[str, Any]:
+    """The architecture behind an alias (shipped JSON) or a local HF folder (its config.json)."""
+    from vltool.errors import UserError
+    from vltool.sources.aliases import find_alias
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = _folder_arch(path, role)
+        if found is not None:
+            return found
+        raise UserError(f"--dry-run: {spec} has no config.json of a {'BLIP-2 model' if role == 'source' else 'causal LM'}"
+                        f"; pass an alias or an HF folder")
+    alias = find_alias(spec, role)
+    if alias is None or alias.arch is None:
+        raise UserError(f"--dry-run needs a real-scale {role} alias with a shipped architecture or a local HF folder; "
+                        f"{spec!r} is neither")
+    return arch(alias.arch)
+
+
+arch_for = _arch_of
+
+
+def meta_vlm(source: dict[str, Any], target_text: dict[str, Any]) -> Any:
+    """The source's VPG + a projector + the target LLM as a VisionLanguageModel on the meta device."""
+    from transformers import AutoModelForCausalLM, Blip2QFormerConfig, Blip2VisionConfig
+
+    from vltool.models.mllm import VisionLanguageModel, lm_embedding_width
+    from vltool.models.vpg import VisualPromptGenerator
+
+    vision = Blip2VisionConfig(**{k: v for k, v in source["vision"].items() if k != "model_type"})
+    qformer = Blip2QFormerConfig(**{**{k: v for k, v in source["qformer"].items() if k != "model_type"},
+                                    "encoder_hidden_size": vision.hidden_size})
+    with torch.device("meta"):
+        vpg = VisualPromptGenerator.from_configs(vision, qformer, source["num_query_tokens"])
+        lm = AutoModelForCausalLM.from_config(text_config(target_text))
+        projector = nn.Linear(qformer.hidden_size, lm_embedding_width(lm))
+        return VisionLanguageModel(vpg, projector, lm)
+
+
+def meta_blip2(source: dict[str, Any], target_text: dict[str, Any]) -> Any:
+    """BLIP-2 (source VPG) on the target LLM as transformers' class, on the meta device."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
     config = Blip2Config(vision_config=source["vision"], qformer_config=source["qformer"],
@@ -48,53 +118,76 @@ def meta_blip2(source: dict[str, Any], target_text: dict[str, Any]):
         return Blip2ForConditionalGeneration(config)
 
 
+def weight_bytes(precision: str) -> int:
+    return 4 if precision == "no" else 2
+
+
 def memory_gb(frozen: int, trainable: int, precision: str) -> float:
-    weight_bytes = 4 if precision == "no" else 2
-    return (frozen * weight_bytes + trainable * (4 + 4 + 8)) / 1024**3
+    """Weights + gradients + AdamW states (GiB); activations not included."""
+    return (frozen * weight_bytes(precision) + trainable * (4 + 4 + 8)) / GIB
 
 
-def _arch_of(spec: str, role: str) -> dict[str, Any]:
-    from vltool.errors import UserError
-    from vltool.sources.aliases import find_alias
-
-    alias = find_alias(spec, role)
-    if alias is None or alias.arch is None:
-        path = Path(spec) / "config.json"
-        if path.is_file():
-            raise UserError(f"--dry-run works on the real-scale aliases; {spec} is a local model: its counts "
-                            f"come from the real run")
-        raise UserError(f"--dry-run needs a real-scale {role} alias with a shipped architecture; {spec!r} has none")
-    return arch(alias.arch)
+def layer_activation_bytes(tokens: int, batch: int, width: int, heads: int, value_bytes: int) -> float:
+    """Korthikanti et al. (2022), one transformer layer, no recomputation, scaled to ``value_bytes``."""
+    return tokens * batch * width * (34 + 5 * heads * tokens / width) * value_bytes / 2
 
 
-def vpgtrans_table(cfg) -> dict[str, Any]:
-    """Parameters per part, trainable in each VPGTrans stage, and a memory estimate."""
+def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precision: str) -> float:
+    """The rough activation term of the module docstring, in GiB."""
+    value_bytes = weight_bytes(precision)
+    lm_config = model.language_model.config
+    q = model.vpg.num_query_tokens
+    seq = q + 1 + text_tokens
+    heads = getattr(lm_config, "num_attention_heads", 1)
+    total = lm_config.num_hidden_layers * layer_activation_bytes(seq, batch, lm_config.hidden_size, heads, value_bytes)
+    total += batch * seq * lm_config.vocab_size * 8
+    if stage == "transfer":
+        qf = model.vpg.qformer.config
+        vit = model.vpg.vision_model.config
+        total += qf.num_hidden_layers * layer_activation_bytes(q, batch, qf.hidden_size, qf.num_attention_heads, 4)
+        patches = (vit.image_size // vit.patch_size) ** 2 + 1
+        total += batch * patches * vit.hidden_size * 4 * 2  # ViT features into ln_vision and out of it (fp32)
+    return total / GIB
+
+
+def part_counts(model: Any) -> dict[str, int]:
+    return {part: sum(p.numel() for p in params) for part, params in model.part_modules().items()}
+
+
+def vpgtrans_table(cfg: Any) -> dict[str, Any]:
+    """Parameters per part, trainable in each VPGTrans stage, and a memory estimate per stage."""
     source = _arch_of(cfg.src, "source")
     target = _arch_of(cfg.dst, "target")["text"]
-    model = meta_blip2(source, target)
-    parts = {
-        "ViT (frozen)": count(model.vision_model) - count(model.vision_model.post_layernorm),
-        "ln_vision": count(model.vision_model.post_layernorm),
-        "Q-Former": count(model.qformer),
-        "query tokens": count(model.query_tokens),
-        "projector": count(model.language_projection),
-        "LLM (frozen)": count(model.language_model),
-    }
-    warm = {"projector"}
-    stage2 = {"ln_vision", "Q-Former", "query tokens", "projector"}
+    model = meta_vlm(source, target)
+    parts = part_counts(model)
     total = sum(parts.values())
     precision = cfg.train.precision if cfg.train.precision != "auto" else "bf16"
-    rows = [[name, n, n if name in warm else 0, n if name in stage2 else 0] for name, n in parts.items()]
-    t_warm = sum(parts[p] for p in warm)
-    t_stage2 = sum(parts[p] for p in stage2)
-    rows.append(["total", total, t_warm, t_stage2])
-    rows.append(["memory estimate (GB)", "", round(memory_gb(total - t_warm, t_warm, precision), 1),
-                 round(memory_gb(total - t_stage2, t_stage2, precision), 1)])
+    batch = cfg.train.micro_batch_size or cfg.train.batch_size
+    rows: list[list[Any]] = [[PART_LABELS[p], n, n if p in STAGE_PARTS["warm-up"] else 0,
+                              n if p in STAGE_PARTS["transfer"] else 0] for p, n in parts.items()]
+    trainable = {stage: sum(parts[p] for p in names) for stage, names in STAGE_PARTS.items()}
+    rows.append(["total", total, trainable["warm-up"], trainable["transfer"]])
+    memory: dict[str, dict[str, float]] = {}
+    for stage, n in trainable.items():
+        weights = (total - n) * weight_bytes(precision) / GIB
+        optimizer = n * 16 / GIB
+        acts = activation_gb(model, stage, batch, cfg.max_text_tokens, precision)
+        memory[stage] = {"weights_gb": weights, "trainable_states_gb": optimizer, "activations_gb": acts,
+                         "total_gb": weights + optimizer + acts}
+    for key, label in (("weights_gb", f"memory: frozen weights ({precision}), GiB"),
+                       ("trainable_states_gb", "memory: trainables + grads + AdamW (fp32), GiB"),
+                       ("activations_gb", f"memory: activations (micro-batch {batch}), GiB"),
+                       ("total_gb", "memory estimate, GiB")):
+        rows.append([label, "", round(memory["warm-up"][key], 1), round(memory["transfer"][key], 1)])
+    counts = {PART_LABELS[p]: n for p, n in parts.items()}
     return {
         "title": f"VPGTrans {cfg.src} -> {cfg.dst} (real scale, meta device, no weights)",
         "columns": ["part", "parameters", "trainable: warm-up", "trainable: transfer"],
         "rows": rows,
-        "notes": [f"memory: frozen weights in {precision} + fp32 trainables, grads and AdamW states; "
-                  "activations not included", "ViT-g/14 EVA (1408 wide, 39 blocks), Q-Former BERT-base, 32 queries"],
-        "counts": parts,
+        "notes": [f"memory per GPU without sharding: frozen weights in {precision}, 16 bytes per trainable "
+                  f"parameter, activations by Korthikanti et al. 2022 for the layers backward passes through "
+                  f"(sequence {model.vpg.num_query_tokens} queries + BOS + {cfg.max_text_tokens} text tokens)",
+                  "ViT: EVA ViT-g/14 (1408 wide, 39 blocks); Q-Former: BERT-base, cross-attention every 2nd layer"],
+        "counts": counts,
+        "memory": memory,
     }

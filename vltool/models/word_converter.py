@@ -1,76 +1,169 @@
-"""VPGTrans's word converter: a linear map g from source to target input word embeddings.
+"""VPGTrans's word converter: a linear map g from source to target LLM input word embeddings.
 
-Fitted on the tokens of the training captions, each occurrence counted, so frequent words weigh
-more (the paper's choice). With one tokenizer, token ids pair directly. Across tokenizers the
-official code kept only captions both tokenizers split into the same number of tokens; here
-pairs are made through the WORDS the captions spell: each word's embedding on either side is
-the mean of its sub-token embeddings, which keeps every word both vocabularies can spell.
-Two fits: SGD on 1 - cos (the paper's; lr 5, 4096 tokens a batch) and weighted (ridge) least
-squares in closed form. The fit is reported as mean cosine on held-out pairs.
+Why it exists: the source projector already maps Q-Former outputs into the *source* LLM's word
+embedding space; if g maps that space onto the target's, ``g(proj_s(x))`` is a far better start
+for the target projector than a random one (``projector_merge``).
+
+What it is fitted on (the paper's choices, PAPERS.md 1): the tokens of the training captions,
+lower-cased with punctuation stripped, every occurrence counted, so frequent words weigh more.
+- One tokenizer (OPT-2.7B -> OPT-6.7B): token ids pair directly.
+- Two tokenizers (OPT -> LLaMA): the official code kept only captions that both tokenizers cut
+  into the same number of tokens and paired tokens by position, which silently mispairs and
+  drops most data. Here tokens are paired through the WORDS they spell: each caption is
+  tokenised whole by both tokenizers (so ids are the in-context ones, e.g. OPT's ``Ġdog``), the
+  character offsets assign every token to the word it covers, and a word's embedding on each
+  side is the mean of its sub-token embeddings (``pieces="single"`` keeps only words that are a
+  single token on both sides). A word that either side spells with an unknown/special token is
+  left out; how many words, occurrences and tokens matched is reported.
+
+Two fits: plain SGD on ``1 - cos`` (the paper's: lr 5.0, 4096 tokens a batch, 5 epochs same
+family / 8 across, seed 0) and frequency-weighted (ridge) least squares in closed form. The fit
+is reported as the mean cosine on held-out pairs (``held_out`` of the distinct pairs, drawn with
+the seed) -- with a small vocabulary a perfect training fit says nothing (DEMO_NOTES.md).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from vltool.models.projector_merge import merge_projector  # noqa: F401  (re-exported: the converter's consumer)
+from vltool.sources.hf_blip2 import input_word_embeddings  # noqa: F401  (re-exported: what g maps between)
+
+_NOT_WORD = re.compile(r"[^\w\s]|_")
+
 
 @dataclass
 class ConverterData:
-    """Aligned embedding pairs with occurrence counts, and how many could be aligned."""
+    """Aligned embedding pairs, their occurrence counts, and how much could be aligned."""
 
     source: torch.Tensor  # [n, d_src]
     target: torch.Tensor  # [n, d_tgt]
     counts: torch.Tensor  # [n] occurrences in the captions
-    keys: list[str]
-    matched: int
-    total: int
+    keys: list[str]  # the token (same tokenizer) or word (across tokenizers) of each pair
+    matched: int  # distinct tokens / words paired
+    total: int  # distinct tokens / words seen
     mode: str  # "token ids" | "words"
+    stats: dict[str, float] = field(default_factory=dict)
 
 
-def _word_pieces(tokenizer, word: str) -> list[int]:
-    """Ids a tokenizer uses for ``word`` as it appears mid-sentence (after a space)."""
-    with_space = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-    alone = tokenizer(word, add_special_tokens=False)["input_ids"]
-    ids = with_space if with_space else alone
-    return [i for i in ids if i != tokenizer.unk_token_id] if tokenizer.unk_token_id is not None else ids
+def normalize_caption(text: str) -> str:
+    """Lower-case, punctuation to spaces, single spaces (the paper's caption cleaning)."""
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
-def same_vocabulary(src_tok, tgt_tok) -> bool:
-    return src_tok.get_vocab() == tgt_tok.get_vocab()
+def _base_vocab(tokenizer: Any) -> dict[str, int]:
+    added = set(tokenizer.get_added_vocab())
+    return {k: v for k, v in tokenizer.get_vocab().items() if k not in added}
 
 
-def align(captions: Sequence[str], src_tok, tgt_tok, src_emb: torch.Tensor, tgt_emb: torch.Tensor) -> ConverterData:
-    """Pair source/target embeddings on the captions' tokens (same vocab) or words (different)."""
-    if same_vocabulary(src_tok, tgt_tok):
-        counts = Counter(i for text in captions for i in src_tok(text, add_special_tokens=False)["input_ids"])
-        specials = set(src_tok.all_special_ids)
-        ids = sorted(i for i in counts if i not in specials and i < min(len(src_emb), len(tgt_emb)))
-        index = torch.tensor(ids)
-        return ConverterData(src_emb[index], tgt_emb[index], torch.tensor([counts[i] for i in ids], dtype=torch.float),
-                             [src_tok.convert_ids_to_tokens(i) for i in ids], len(ids), len(counts), "token ids")
-    words = Counter(w for text in captions for w in text.split())
-    rows_s, rows_t, counts, keys = [], [], [], []
-    for word, n in sorted(words.items()):
-        s_ids, t_ids = _word_pieces(src_tok, word), _word_pieces(tgt_tok, word)
-        if not s_ids or not t_ids:
-            continue
-        rows_s.append(src_emb[s_ids].mean(0))
-        rows_t.append(tgt_emb[t_ids].mean(0))
-        counts.append(n)
-        keys.append(word)
-    if not rows_s:
+def same_vocabulary(src_tok: Any, tgt_tok: Any) -> bool:
+    """One tokenizer in effect: same base vocabulary (tokens added later, e.g. ``<image>``, aside)."""
+    return _base_vocab(src_tok) == _base_vocab(tgt_tok)
+
+
+def _excluded(tokenizer: Any) -> set[int]:
+    return set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+
+
+def _align_ids(texts: Sequence[str], tok: Any, src_emb: torch.Tensor, tgt_emb: torch.Tensor) -> ConverterData:
+    counts = Counter(i for text in texts for i in tok(text, add_special_tokens=False)["input_ids"])
+    limit, excluded = min(len(src_emb), len(tgt_emb)), _excluded(tok)
+    ids = sorted(i for i in counts if i not in excluded and i < limit)
+    index = torch.tensor(ids, dtype=torch.long)
+    occurrences = sum(counts.values())
+    kept = sum(counts[i] for i in ids)
+    return ConverterData(src_emb[index].float(), tgt_emb[index].float(),
+                         torch.tensor([counts[i] for i in ids], dtype=torch.float),
+                         tok.convert_ids_to_tokens(ids), len(ids), len(counts), "token ids",
+                         {"occurrences": float(occurrences), "occurrences_matched": float(kept)})
+
+
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+def word_pieces(tokenizer: Any, text: str) -> list[list[int]]:
+    """Token ids of each whitespace word of ``text``, tokenised in context (via character offsets).
+
+    Tokens that cover no word character (a lone SentencePiece ``▁``) belong to no word. Slow
+    tokenizers, which give no offsets, tokenise each word on its own (with a leading space
+    after the first, as it appears in the caption).
+    """
+    spans = _word_spans(text)
+    pieces: list[list[int]] = [[] for _ in spans]
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        w = 0
+        for token_id, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+            while w < len(spans) and spans[w][1] <= start:
+                w += 1
+            if w < len(spans) and end > start and spans[w][0] < end:
+                pieces[w].append(token_id)
+        return pieces
+    for k, (start, end) in enumerate(spans):
+        word = text[start:end] if k == 0 else " " + text[start:end]
+        pieces[k] = list(tokenizer(word, add_special_tokens=False)["input_ids"])
+    return pieces
+
+
+def _align_words(texts: Sequence[str], src_tok: Any, tgt_tok: Any, src_emb: torch.Tensor, tgt_emb: torch.Tensor,
+                 pieces: str) -> ConverterData:
+    src_bad, tgt_bad = _excluded(src_tok), _excluded(tgt_tok)
+    if src_tok.unk_token_id is not None:
+        src_bad.add(src_tok.unk_token_id)
+    if tgt_tok.unk_token_id is not None:
+        tgt_bad.add(tgt_tok.unk_token_id)
+    pairs: Counter = Counter()
+    words: Counter = Counter()
+    src_tokens = tgt_tokens = src_used = tgt_used = 0
+    for text in texts:
+        for word, s_ids, t_ids in zip(text.split(), word_pieces(src_tok, text), word_pieces(tgt_tok, text)):
+            words[word] += 1
+            src_tokens += len(s_ids)
+            tgt_tokens += len(t_ids)
+            ok = (s_ids and t_ids and not (set(s_ids) & src_bad) and not (set(t_ids) & tgt_bad)
+                  and max(s_ids) < len(src_emb) and max(t_ids) < len(tgt_emb))
+            if ok and (pieces == "mean" or (len(s_ids) == 1 and len(t_ids) == 1)):
+                pairs[(word, tuple(s_ids), tuple(t_ids))] += 1
+                src_used += len(s_ids)
+                tgt_used += len(t_ids)
+    if not pairs:
         raise ValueError("no caption word could be spelt by both tokenizers")
-    return ConverterData(torch.stack(rows_s), torch.stack(rows_t), torch.tensor(counts, dtype=torch.float), keys,
-                         len(keys), len(words), "words")
+    entries = sorted(pairs)
+    source = torch.stack([src_emb[list(s)].float().mean(0) for _, s, _ in entries])
+    target = torch.stack([tgt_emb[list(t)].float().mean(0) for _, _, t in entries])
+    matched_words = {w for w, _, _ in entries}
+    stats = {"occurrences": float(sum(words.values())), "occurrences_matched": float(sum(pairs.values())),
+             "source_tokens": float(src_tokens), "source_tokens_matched": float(src_used),
+             "target_tokens": float(tgt_tokens), "target_tokens_matched": float(tgt_used),
+             "single_token_pairs": float(sum(1 for _, s, t in entries if len(s) == 1 and len(t) == 1))}
+    return ConverterData(source, target, torch.tensor([pairs[e] for e in entries], dtype=torch.float),
+                         [w for w, _, _ in entries], len(matched_words), len(words), "words", stats)
+
+
+def align(captions: Sequence[str], src_tok: Any, tgt_tok: Any, src_emb: torch.Tensor, tgt_emb: torch.Tensor,
+          *, normalize: bool = True, pieces: str = "mean") -> ConverterData:
+    """Pair source/target embeddings on the captions' tokens (one tokenizer) or words (two)."""
+    if pieces not in ("mean", "single"):
+        raise ValueError(f"pieces must be 'mean' or 'single', not {pieces!r}")
+    texts = [t for t in ((normalize_caption(c) if normalize else c.strip()) for c in captions) if t]
+    if not texts:
+        raise ValueError("no caption text to fit the word converter on")
+    if same_vocabulary(src_tok, tgt_tok):
+        return _align_ids(texts, src_tok, src_emb, tgt_emb)
+    return _align_words(texts, src_tok, tgt_tok, src_emb, tgt_emb, pieces)
 
 
 def split_held_out(data: ConverterData, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) indices over the distinct pairs; nothing is held out below 10 pairs."""
     order = list(range(len(data.keys)))
     random.Random(seed).shuffle(order)
     n_held = int(len(order) * fraction) if len(order) > 10 else 0
@@ -79,29 +172,39 @@ def split_held_out(data: ConverterData, fraction: float, seed: int) -> tuple[lis
 
 def fit_sgd(src: torch.Tensor, tgt: torch.Tensor, counts: torch.Tensor, lr: float, epochs: int,
             batch_tokens: int, seed: int) -> nn.Linear:
-    """The paper's fit: plain SGD on 1 - cos over token occurrences (frequency-weighted)."""
+    """The paper's fit: plain SGD on mean(1 - cos) over token OCCURRENCES (frequency-weighted)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    g = nn.Linear(src.shape[1], tgt.shape[1])
+    g = nn.Linear(src.shape[1], tgt.shape[1]).to(src.device)
     optim = torch.optim.SGD(g.parameters(), lr=lr)
-    occurrences = torch.repeat_interleave(torch.arange(len(counts)), counts.long().clamp(min=1))
+    occurrences = torch.repeat_interleave(torch.arange(len(counts)), counts.long().clamp(min=1).cpu())
     for _ in range(epochs):
-        order = occurrences[torch.randperm(len(occurrences), generator=generator)]
+        order = occurrences[torch.randperm(len(occurrences), generator=generator)].to(src.device)
         for start in range(0, len(order), batch_tokens):
             idx = order[start:start + batch_tokens]
             loss = (1 - nn.functional.cosine_similarity(g(src[idx]), tgt[idx], dim=-1)).mean()
             optim.zero_grad()
             loss.backward()
             optim.step()
-    return g
+    return g.cpu()
 
 
 def fit_lstsq(src: torch.Tensor, tgt: torch.Tensor, counts: torch.Tensor, ridge: float) -> nn.Linear:
-    """Frequency-weighted ridge least squares in closed form: min sum_i c_i |W x_i + b - y_i|^2."""
-    x = torch.cat([src, torch.ones(len(src), 1)], 1).double()
-    w = counts.double().unsqueeze(1)
-    gram = x.T @ (w * x) + ridge * torch.eye(x.shape[1], dtype=torch.float64)
-    solution = torch.linalg.solve(gram, x.T @ (w * tgt.double()))  # [d_src + 1, d_tgt]
+    """Frequency-weighted ridge least squares: min sum_i c_i |W x_i + b - y_i|^2 + ridge |W|^2.
+
+    The bias is not regularised. Without a ridge the minimum-norm solution is taken, so fewer
+    pairs than dimensions still give an answer (an exact, and then useless, fit: see the report).
+    """
+    x = torch.cat([src, torch.ones(len(src), 1, device=src.device)], 1).double().cpu()
+    y = tgt.double().cpu()
+    w = counts.double().cpu().unsqueeze(1)
+    if ridge > 0:
+        penalty = ridge * torch.eye(x.shape[1], dtype=torch.float64)
+        penalty[-1, -1] = 0.0
+        solution = torch.linalg.solve(x.T @ (w * x) + penalty, x.T @ (w * y))
+    else:
+        root = w.sqrt()
+        solution = torch.linalg.lstsq(root * x, root * y, driver="gelsd").solution
     g = nn.Linear(src.shape[1], tgt.shape[1])
     with torch.no_grad():
         g.weight.copy_(solution[:-1].T.float())
@@ -109,42 +212,58 @@ def fit_lstsq(src: torch.Tensor, tgt: torch.Tensor, counts: torch.Tensor, ridge:
     return g
 
 
-def mean_cosine(g: nn.Linear, src: torch.Tensor, tgt: torch.Tensor) -> float:
+def mean_cosine(g: nn.Linear, src: torch.Tensor, tgt: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """Mean cosine between g(src) and tgt (weighted by ``weights`` when given); nan when empty."""
     if len(src) == 0:
         return float("nan")
     with torch.no_grad():
-        return float(nn.functional.cosine_similarity(g(src), tgt, dim=-1).mean())
+        cos = nn.functional.cosine_similarity(g(src.cpu()), tgt.cpu(), dim=-1)
+    if weights is None:
+        return float(cos.mean())
+    return float((cos * weights).sum() / weights.sum())
 
 
 def fit_converter(data: ConverterData, method: str = "sgd", lr: float = 5.0, epochs: int = 5,
-                  batch_tokens: int = 4096, ridge: float = 0.0, held_out: float = 0.1,
-                  seed: int = 0) -> tuple[nn.Linear, dict[str, float]]:
-    """Fit g on the training pairs; report the fit on training and held-out pairs."""
+                  batch_tokens: int = 4096, ridge: float = 0.0, held_out: float = 0.1, seed: int = 0,
+                  device: str | torch.device | None = None) -> tuple[nn.Linear, dict[str, float]]:
+    """Fit g on the training pairs; report the fit on training and held-out pairs.
+
+    ``device``: where SGD runs (a GPU turns the paper's 8 epochs over COCO+SBU into minutes).
+    """
     train_idx, held_idx = split_held_out(data, held_out, seed)
-    src, tgt, counts = data.source.detach().float(), data.target.detach().float(), data.counts
-    tr = torch.tensor(train_idx)
+    src, tgt, counts = data.source.detach().float(), data.target.detach().float(), data.counts.float()
+    tr = torch.tensor(train_idx, dtype=torch.long)
     if method == "sgd":
-        g = fit_sgd(src[tr], tgt[tr], counts[tr], lr, epochs, batch_tokens, seed)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        g = fit_sgd(src[tr].to(dev), tgt[tr].to(dev), counts[tr], lr, epochs, batch_tokens, seed)
     elif method == "lstsq":
         g = fit_lstsq(src[tr], tgt[tr], counts[tr], ridge)
     else:
-        raise ValueError(f"unknown converter method {method!r}")
+        raise ValueError(f"unknown converter method {method!r} (sgd or lstsq)")
     ho = torch.tensor(held_idx, dtype=torch.long)
     report = {
         "converter_train_cos": mean_cosine(g, src[tr], tgt[tr]),
         "converter_held_out_cos": mean_cosine(g, src[ho], tgt[ho]),
+        "converter_held_out_cos_weighted": mean_cosine(g, src[ho], tgt[ho], counts[ho]),
         "converter_pairs": float(len(train_idx)),
         "converter_held_out_pairs": float(len(held_idx)),
         "converter_matched": float(data.matched),
         "converter_candidates": float(data.total),
+        **{f"converter_{k}": v for k, v in data.stats.items()},
     }
     return g, report
 
 
-def merge_projector(converter: nn.Linear, source_projector: nn.Linear) -> nn.Linear:
-    """proj_t(x) = g(proj_s(x)): W_t = W_g @ W_s, b_t = W_g @ b_s + b_g (PAPERS.md 1)."""
-    merged = nn.Linear(source_projector.in_features, converter.out_features)
-    with torch.no_grad():
-        merged.weight.copy_(converter.weight @ source_projector.weight)
-        merged.bias.copy_(converter.weight @ source_projector.bias + converter.bias)
-    return merged
+def fit_word_converter(captions: Sequence[str], src_tok: Any, tgt_tok: Any, src_emb: torch.Tensor,
+                       tgt_emb: torch.Tensor, *, method: str = "sgd", lr: float = 5.0, epochs: int | None = None,
+                       batch_tokens: int = 4096, ridge: float = 0.0, held_out: float = 0.1, seed: int = 0,
+                       pieces: str = "mean", device: str | torch.device | None = None,
+                       ) -> tuple[nn.Linear, dict[str, Any]]:
+    """Align on ``captions`` and fit; ``epochs`` defaults to 5 (one tokenizer) or 8 (two), as the paper."""
+    data = align(captions, src_tok, tgt_tok, src_emb, tgt_emb, pieces=pieces)
+    if epochs is None:
+        epochs = 5 if data.mode == "token ids" else 8
+    g, report = fit_converter(data, method, lr, epochs, batch_tokens, ridge, held_out, seed, device)
+    report["converter_alignment"] = data.mode
+    report["converter_epochs"] = float(epochs) if method == "sgd" else 0.0
+    return g, report

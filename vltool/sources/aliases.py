@@ -1,103 +1,182 @@
-"""Model aliases: short names users type (``opt2.7b``, ``vicuna7b``, ``demo-llama``).
+"""Model aliases: the short names users type (``opt2.7b``, ``vicuna7b``, ``demo-llama``).
 
-A real alias names a Hugging Face repository; it resolves ONLY through the local HF cache
-(``HF_HOME`` / ``HF_HUB_CACHE``), never the network. The same alias means different models in
-different roles: as a VPGTrans source ``opt2.7b`` is BLIP-2 OPT-2.7B, as a target it is the plain
-OPT-2.7B causal LM. Demo aliases resolve to folders of the demo world under ``VLTOOL_HOME``.
+An alias means different models in different roles, which is how the papers speak: as a VPGTrans
+*source* ``opt2.7b`` is BLIP-2 OPT-2.7B (Salesforce/blip2-opt-2.7b), as a *target* it is the
+plain OPT-2.7B causal LM (facebook/opt-2.7b). Roles: ``source`` (a BLIP-2 model whose VPG is
+transferred), ``target`` (a causal LM that gets eyes), ``vision`` (a CLIP encoder for LaVIN).
+
+Real aliases resolve ONLY through the local Hugging Face cache (see ``hub_cache``); when absent
+they fail with the exact download command and the flag to pass a folder instead. Choices:
+``llama7b`` = huggyllama/llama-7b (the original LLaMA-7B converted to HF format, ungated; the
+LLaMA the VPGTrans paper used), ``vicuna7b`` = lmsys/vicuna-7b-v1.1 (the first Vicuna released
+as full HF weights rather than a delta; VL-Vicuna's LLM family). Any other LLaMA/Vicuna works as
+a folder path.
+
+Other parts of vltool add their own aliases with ``register_alias`` (the demo world registers
+``demo-*`` aliases that point into ``VLTOOL_HOME``); the built-in demo rows below are defaults it
+may replace. ``vltool zoo list`` prints ``list_aliases()``.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from vltool.errors import UserError
+from vltool.sources.hub_cache import cached_snapshot, hf_cache_dir, partial_snapshot
 
 ROLES = ("source", "target", "vision")
+PathSpec = Path | str | Callable[[], Path | str]
 
 
 @dataclass(frozen=True)
 class Alias:
+    """One (name, role) entry. Either ``hub_id`` (looked up in the HF cache) or ``locate``."""
+
     name: str
     role: str
-    hub_id: str | None  # None: a demo model, built locally
-    arch: str | None = None  # architecture config shipped as data (for --dry-run)
+    hub_id: str | None = None
+    arch: str | None = None  # file stem under vltool/sources/arch: the architecture for --dry-run
     note: str = ""
+    locate: Callable[[], Path] | None = None  # local aliases: where the folder/file should be
+    missing_hint: str = ""  # local aliases: what to do when it is not there
 
 
-REAL_ALIASES = [
-    Alias("opt2.7b", "source", "Salesforce/blip2-opt-2.7b", "blip2-opt-2.7b", "BLIP-2 OPT-2.7B"),
-    Alias("opt2.7b", "target", "facebook/opt-2.7b", "opt-2.7b"),
-    Alias("opt6.7b", "source", "Salesforce/blip2-opt-6.7b", "blip2-opt-6.7b", "BLIP-2 OPT-6.7B"),
-    Alias("opt6.7b", "target", "facebook/opt-6.7b", "opt-6.7b"),
-    Alias("llama7b", "target", "huggyllama/llama-7b", "llama-7b", "LLaMA-7B in HF format"),
-    Alias("llama13b", "target", "huggyllama/llama-13b", "llama-13b", "LLaMA-13B in HF format"),
-    Alias("vicuna7b", "target", "lmsys/vicuna-7b-v1.1", "llama-7b", "Vicuna-7B v1.1 (LLaMA-7B shape)"),
-    Alias("clip-vit-l14", "vision", "openai/clip-vit-large-patch14", "clip-vit-l14", "LaVIN's CLIP ViT-L/14"),
-]
-DEMO_ALIASES = [
-    Alias("demo-blip2-opt-s", "source", None, note="demo world source BLIP-2 (tiny ViT + Q-Former on demo-opt-s)"),
-    Alias("demo-opt-s", "target", None, note="demo world small OPT (the source's LM)"),
-    Alias("demo-opt-l", "target", None, note="demo world larger OPT, same tokenizer"),
-    Alias("demo-llama", "target", None, note="demo world LLaMA, different tokenizer"),
-]
+class AliasRow(NamedTuple):
+    """A row of ``vltool zoo list``."""
+
+    alias: str
+    role: str
+    hub_id: str | None
+    path: Path | None
+    present: bool
+
+
+_REGISTRY: dict[tuple[str, str], Alias] = {}
+
+
+def _as_locator(path: PathSpec) -> Callable[[], Path]:
+    if callable(path):
+        return lambda: Path(path()).expanduser()
+    return lambda: Path(path).expanduser()
+
+
+def register_alias(name: str, role: str, *, hub_id: str | None = None, path: PathSpec | None = None,
+                   arch: str | None = None, note: str = "", missing_hint: str = "") -> Alias:
+    """Add (or replace) the alias ``name`` in ``role``.
+
+    Give ``hub_id`` for a model that lives in the HF cache, or ``path`` (a folder/file, or a
+    zero-argument callable returning one, evaluated at every lookup so that an environment
+    variable such as ``VLTOOL_HOME`` set later still counts). Registering the same (name, role)
+    again replaces the entry, so a module that registers at import time can be imported twice.
+    """
+    if role not in ROLES:
+        raise ValueError(f"alias role must be one of {ROLES}, not {role!r}")
+    if (hub_id is None) == (path is None):
+        raise ValueError(f"alias {name!r}: give exactly one of hub_id and path")
+    alias = Alias(name, role, hub_id, arch, note, None if path is None else _as_locator(path), missing_hint)
+    _REGISTRY[(name, role)] = alias
+    return alias
+
+
+def unregister_alias(name: str, role: str) -> None:
+    """Remove an alias (tests use it to undo a registration)."""
+    _REGISTRY.pop((name, role), None)
 
 
 def all_aliases() -> list[Alias]:
-    return REAL_ALIASES + DEMO_ALIASES
+    return list(_REGISTRY.values())
 
 
 def find_alias(name: str, role: str) -> Alias | None:
-    for alias in all_aliases():
-        if alias.name == name and alias.role == role:
-            return alias
-    return None
+    return _REGISTRY.get((name, role))
 
 
-def hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
-    return Path(home) / "hub"
-
-
-def cached_snapshot(hub_id: str) -> Path | None:
-    """The newest local snapshot folder of a hub repository, without any network access."""
-    repo = hf_cache_dir() / f"models--{hub_id.replace('/', '--')}"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        snapshot = repo / "snapshots" / ref.read_text().strip()
-        if (snapshot / "config.json").is_file():
-            return snapshot
-    snapshots = sorted((repo / "snapshots").glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-    return snapshots[-1].parent if snapshots else None
+def _present(path: Path) -> bool:
+    return path.is_file() or (path / "config.json").is_file() or (path / "manifest.json").is_file()
 
 
 def alias_path(alias: Alias) -> Path | None:
-    """Where an alias lives locally, or None when it is not there."""
-    if alias.hub_id is None:
-        from vltool.demo.home import demo_model_paths
+    """Where an alias lives on this machine, or None when it is not there (no network, ever)."""
+    if alias.hub_id is not None:
+        return cached_snapshot(alias.hub_id)
+    assert alias.locate is not None
+    path = alias.locate()
+    return path if _present(path) else None
 
-        path = demo_model_paths()[alias.name]
-        return path if (path / "config.json").is_file() else None
-    return cached_snapshot(alias.hub_id)
+
+def list_aliases() -> list[AliasRow]:
+    """Every alias with what it resolves to: rows for ``vltool zoo list``."""
+    rows = []
+    for alias in sorted(_REGISTRY.values(), key=lambda a: (a.hub_id is None, a.name, ROLES.index(a.role))):
+        path = alias_path(alias)
+        rows.append(AliasRow(alias.name, alias.role, alias.hub_id, path, path is not None))
+    return rows
+
+
+def _missing_message(alias: Alias, flag: str) -> str:
+    if alias.hub_id is None:
+        expected = alias.locate() if alias.locate else "?"
+        hint = alias.missing_hint or f"build or copy it there, or pass the folder as {flag} PATH"
+        return f"{flag} {alias.name}: {expected} does not exist yet; {hint}"
+    partial = partial_snapshot(alias.hub_id)
+    state = (f"its download in {partial} is incomplete (weights missing)" if partial is not None
+             else f"it is not in the local Hugging Face cache ({hf_cache_dir()})")
+    return (f"{flag} {alias.name} means {alias.hub_id}, but {state}; where there is internet run "
+            f"'hf download {alias.hub_id}' (older hubs: 'huggingface-cli download {alias.hub_id}') and copy the "
+            f"cache here or set HF_HOME / HF_HUB_CACHE to it, or pass the model folder as {flag} PATH")
 
 
 def resolve_alias(name: str, role: str, flag: str) -> Path:
-    """An alias's local folder, or a UserError saying exactly what to download or build."""
+    """An alias's local folder, or a UserError saying exactly what to download or pass."""
     alias = find_alias(name, role)
     if alias is None:
-        known = sorted({a.name for a in all_aliases() if a.role == role})
+        known = sorted({a.name for a in _REGISTRY.values() if a.role == role})
+        other = sorted(a.role for a in _REGISTRY.values() if a.name == name)
+        if other:
+            raise UserError(f"{flag} {name!r} is a {'/'.join(other)} alias, not a {role} alias "
+                            f"(known {role} aliases: {', '.join(known)})")
         raise UserError(f"{flag} {name!r} is neither a folder, a file nor a known {role} alias "
                         f"({', '.join(known)})")
     path = alias_path(alias)
-    if path is not None:
-        return path
-    if alias.hub_id is None:
-        raise UserError(f"{flag} {name}: the demo world is not built yet; run 'vltool zoo build' first")
-    raise UserError(
-        f"{flag} {name} means {alias.hub_id}, which is not in the local Hugging Face cache "
-        f"({hf_cache_dir()}); download it where there is internet (huggingface-cli download {alias.hub_id}) "
-        f"and copy the cache here (or set HF_HOME), or pass the model folder as {flag} PATH"
-    )
+    if path is None:
+        raise UserError(_missing_message(alias, flag))
+    return path
+
+
+def _register_builtins() -> None:
+    real = [
+        ("opt2.7b", "source", "Salesforce/blip2-opt-2.7b", "blip2-opt-2.7b", "BLIP-2 OPT-2.7B"),
+        ("opt2.7b", "target", "facebook/opt-2.7b", "opt-2.7b", "OPT-2.7B"),
+        ("opt6.7b", "source", "Salesforce/blip2-opt-6.7b", "blip2-opt-6.7b", "BLIP-2 OPT-6.7B"),
+        ("opt6.7b", "target", "facebook/opt-6.7b", "opt-6.7b", "OPT-6.7B"),
+        ("llama7b", "target", "huggyllama/llama-7b", "llama-7b", "LLaMA-7B in HF format"),
+        ("llama13b", "target", "huggyllama/llama-13b", "llama-13b", "LLaMA-13B in HF format"),
+        ("vicuna7b", "target", "lmsys/vicuna-7b-v1.1", "llama-7b", "Vicuna-7B v1.1 (LLaMA-7B shape)"),
+        ("clip-vit-l14", "vision", "openai/clip-vit-large-patch14", "clip-vit-l14", "LaVIN's CLIP ViT-L/14"),
+    ]
+    for name, role, hub_id, arch, note in real:
+        register_alias(name, role, hub_id=hub_id, arch=arch, note=note)
+    demo = [
+        ("demo-blip2-opt-s", "source", "demo world source BLIP-2 (tiny ViT + Q-Former on demo-opt-s)"),
+        ("demo-opt-s", "target", "demo world small OPT (the source's LM)"),
+        ("demo-opt-l", "target", "demo world larger OPT, same tokenizer"),
+        ("demo-llama", "target", "demo world LLaMA, different tokenizer"),
+    ]
+    for name, role, note in demo:
+        register_alias(name, role, path=_demo_locator(name), note=note,
+                       missing_hint="the demo world is not built yet; run 'vltool zoo build' first")
+
+
+def _demo_locator(name: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        from vltool.demo.home import demo_model_paths
+
+        return demo_model_paths()[name]
+
+    return locate
+
+
+_register_builtins()

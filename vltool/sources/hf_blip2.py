@@ -1,0 +1,277 @@
+"""The HF BLIP-2 format (the Salesforce/blip2-* layout): reading a folder into parts, writing one.
+
+A transfer needs the source's VPG (ViT, ln_vision, Q-Former, query tokens), its projector, and
+the *input word embeddings* of the LLM that projector fed (the word converter maps from them),
+but not the rest of that LLM: for blip2-opt-2.7b that would be 2.7B parameters read only to be
+thrown away. So by default only the tensors that are used are read from the (possibly sharded)
+safetensors / .bin files, into modules built on the meta device (no random init of ViT-g);
+``with_language_model=True`` loads the whole model with ``from_pretrained`` instead.
+
+Checkpoints written by transformers before the vision attention's ``q_bias``/``v_bias`` were
+folded into ``qkv.bias`` are read too (the bias becomes (q, zeros, v), exactly as then computed).
+
+Writing: ``Blip2ForConditionalGeneration`` finds the image in the prompt through exactly
+``num_query_tokens`` copies of ``config.image_token_index`` and silently ignores the image when
+they are missing, so every folder vltool writes has ``<image>`` in its tokenizer, that id in its
+config and a ``Blip2Processor`` that inserts the copies (``ensure_image_token``,
+``assemble_blip2``, ``save_blip2_folder``). This module sits below ``vltool.models`` and uses
+transformers only, so ``vltool convert`` and the model code share one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vltool.errors import UserError
+
+IMAGE_TOKEN = "<image>"
+
+
+@dataclass
+class Blip2Parts:
+    """A BLIP-2 model taken apart. ``language_model`` is None unless asked for."""
+
+    vision_model: nn.Module  # Blip2VisionModel; its post_layernorm is LAVIS's ln_vision
+    qformer: nn.Module  # Blip2QFormerModel
+    query_tokens: torch.Tensor  # [1, Q, d_qformer]
+    projector: nn.Linear
+    lm_input_embeddings: torch.Tensor  # [vocab, d_lm], through OPT's project_in where there is one
+    tokenizer: Any
+    image_processor: Any
+    config: Any  # Blip2Config
+    path: Path
+    language_model: nn.Module | None = None
+
+    @property
+    def image_token_index(self) -> int | None:
+        return getattr(self.config, "image_token_index", None)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [folder / s for s in shards]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return [folder / name]
+    raise UserError(f"{folder} has no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+
+
+def read_tensors(folder: Path, wanted: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """Tensors whose names satisfy ``wanted``, read lazily from safetensors or .bin (weights_only)."""
+    from safetensors import safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for file in _weight_files(Path(folder)):
+        if not file.is_file():
+            raise UserError(f"{file} is listed in the weight index but missing")
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118  (safe_open is not iterable)
+                    if wanted(key):
+                        out[key] = handle.get_tensor(key)
+        else:
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) .bin cannot be memory-mapped
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            out.update({k: v for k, v in state.items() if wanted(k)})
+    return out
+
+
+def fold_legacy_qkv_bias(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``...self_attn.q_bias`` + ``v_bias`` (older checkpoints) -> ``...self_attn.qkv.bias``."""
+    out = dict(tensors)
+    for key in [k for k in tensors if k.endswith("self_attn.q_bias")]:
+        stem = key[: -len("q_bias")]
+        q, v = out.pop(key), out.pop(stem + "v_bias")
+        out[stem + "qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
+    return out
+
+
+def _meta_language_model(text_config: Any) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(text_config)
+
+
+def _module_name(root: nn.Module, module: nn.Module | None) -> str | None:
+    if module is None:
+        return None
+    return next((name for name, m in root.named_modules() if m is module), None)
+
+
+def embedding_keys(text_config: Any, prefix: str = "language_model.") -> tuple[str, str | None, str | None]:
+    """(input embedding key, tied output key or None, project_in key or None) in a checkpoint whose
+    LM tensors live under ``prefix`` (BLIP-2: ``language_model.``; a causal-LM folder: "")."""
+    lm = _meta_language_model(text_config)
+    embed = _module_name(lm, lm.get_input_embeddings())
+    tied = _module_name(lm, lm.get_output_embeddings()) if getattr(text_config, "tie_word_embeddings", False) else None
+    project_in = next((name for name, m in lm.named_modules() if name.endswith("project_in") and m is not None
+                       and isinstance(m, nn.Linear)), None)
+    return (f"{prefix}{embed}.weight", f"{prefix}{tied}.weight" if tied else None,
+            f"{prefix}{project_in}.weight" if project_in else None)
+
+
+def _embeddings_from(tensors: dict[str, torch.Tensor], keys: tuple[str, str | None, str | None],
+                     folder: Path) -> torch.Tensor:
+    embed_key, tied_key, project_in_key = keys
+    embeddings = tensors.get(embed_key, tensors.get(tied_key) if tied_key else None)
+    if embeddings is None:
+        raise UserError(f"{folder}: the checkpoint has no LLM input embeddings ({embed_key})")
+    embeddings = embeddings.float()
+    if project_in_key in tensors:
+        embeddings = embeddings @ tensors[project_in_key].float().T
+    return embeddings
+
+
+def read_input_embeddings(folder: Path) -> torch.Tensor:
+    """A causal-LM folder's input word embeddings (through project_in), without loading the model."""
+    from transformers import AutoConfig
+
+    keys = embedding_keys(AutoConfig.from_pretrained(str(folder)), prefix="")
+    wanted = {k for k in keys if k}
+    return _embeddings_from(read_tensors(Path(folder), lambda k: k in wanted), keys, Path(folder))
+
+
+def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], what: str, folder: Path,
+                 dtype: torch.dtype) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise UserError(f"{folder}: the checkpoint lacks {len(missing)} {what} tensors, e.g. {missing[0]}")
+    for name, ref in expected.items():
+        if tuple(tensors[name].shape) != tuple(ref.shape):
+            raise UserError(f"{folder}: tensor {what}.{name} has shape {list(tensors[name].shape)}, the config "
+                            f"expects {list(ref.shape)}")
+    module.load_state_dict({k: v.to(dtype) for k, v in tensors.items() if k in expected}, assign=True)
+
+
+def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _tokenizer_and_processor(folder: Path) -> tuple[Any, Any]:
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder}: cannot load its tokenizer ({err})") from None
+    try:
+        processor = AutoImageProcessor.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder}: cannot load its image processor (preprocessor_config.json): {err}") from None
+    return tokenizer, processor
+
+
+def load_blip2_parts(path: Path, *, with_language_model: bool = False,
+                     dtype: torch.dtype = torch.float32) -> Blip2Parts:
+    """The VPG, projector and LM input embeddings of an HF BLIP-2 folder (see module docstring)."""
+    from transformers import Blip2Config, Blip2QFormerModel, Blip2VisionModel
+
+    folder = Path(path)
+    config = Blip2Config.from_pretrained(str(folder))
+    if not config.use_decoder_only_language_model:
+        raise UserError(f"{folder} is a BLIP-2 model on an encoder-decoder LM ({config.text_config.model_type}); "
+                        f"vltool transfers from decoder-only (OPT / LLaMA) BLIP-2 models")
+    tokenizer, processor = _tokenizer_and_processor(folder)
+    if with_language_model:
+        from transformers import Blip2ForConditionalGeneration
+
+        model = Blip2ForConditionalGeneration.from_pretrained(str(folder), dtype=dtype).eval()
+        return Blip2Parts(model.vision_model, model.qformer, model.query_tokens.detach(), model.language_projection,
+                          input_word_embeddings(model.language_model), tokenizer, processor, config, folder,
+                          model.language_model)
+    keys = embedding_keys(config.text_config)
+    lm_keys = {k for k in keys if k}
+    tensors = read_tensors(folder, lambda k: k.startswith(("vision_model.", "qformer.", "language_projection."))
+                           or k == "query_tokens" or k in lm_keys)
+    tensors = fold_legacy_qkv_bias(tensors)
+    with torch.device("meta"):
+        vision = Blip2VisionModel(config.vision_config)
+        qformer = Blip2QFormerModel(config.qformer_config)
+        projector = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
+    _load_module(vision, _sub(tensors, "vision_model."), "vision_model", folder, dtype)
+    _load_module(qformer, _sub(tensors, "qformer."), "qformer", folder, torch.float32)  # HF keeps it fp32
+    _load_module(projector, _sub(tensors, "language_projection."), "language_projection", folder, dtype)
+    if "query_tokens" not in tensors:
+        raise UserError(f"{folder}: the checkpoint has no query_tokens tensor")
+    embeddings = _embeddings_from(tensors, keys, folder)
+    return Blip2Parts(vision.eval(), qformer.eval(), tensors["query_tokens"].float(), projector, embeddings,
+                      tokenizer, processor, config, folder)
+
+
+def input_word_embeddings(lm: nn.Module) -> torch.Tensor:
+    """A causal LM's input word embeddings [vocab, hidden], through OPT's ``project_in`` if it has one."""
+    weight = lm.get_input_embeddings().weight.detach().float()
+    project_in = next((m for name, m in lm.named_modules() if name.endswith("project_in") and isinstance(m, nn.Linear)),
+                      None)
+    if project_in is not None:
+        weight = weight @ project_in.weight.detach().float().T
+    return weight
+
+
+def ensure_image_token(tokenizer: Any, language_model: nn.Module) -> int:
+    """The id of ``<image>`` in ``tokenizer``, added (and the LM's embeddings grown) if needed.
+
+    Call it when building a model, before training, so training and the exported folder see the
+    same vocabulary. A spare embedding row is used when the LM has one (OPT's embedding matrix
+    has 50272 rows for 50265 tokens; Salesforce's BLIP-2 put ``<image>`` at 50265 the same way),
+    so most OPT models need no resize at all.
+    """
+    from transformers import AddedToken
+
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True)
+    index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if index >= language_model.get_input_embeddings().num_embeddings:
+        language_model.resize_token_embeddings(len(tokenizer))
+    return index
+
+
+def assemble_blip2(vision_model: nn.Module, qformer: nn.Module, query_tokens: torch.Tensor, projector: nn.Linear,
+                   language_model: nn.Module, image_token_index: int) -> Any:
+    """A Blip2ForConditionalGeneration around existing modules (shared, not copied or re-initialised)."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    lm_config = language_model.config
+    if projector.out_features != lm_config.hidden_size:
+        raise UserError(f"Blip2ForConditionalGeneration feeds the projector's {projector.out_features} features into "
+                        f"an LLM of hidden size {lm_config.hidden_size}; they must be equal")
+    config = Blip2Config(vision_config=vision_model.config.to_dict(), qformer_config=qformer.config.to_dict(),
+                         text_config=lm_config.to_dict(), num_query_tokens=query_tokens.shape[1],
+                         image_token_index=int(image_token_index))
+    with torch.device("meta"):
+        model = Blip2ForConditionalGeneration(config)
+    model.vision_model = vision_model
+    model.qformer = qformer
+    model.query_tokens = query_tokens if isinstance(query_tokens, nn.Parameter) else nn.Parameter(query_tokens)
+    model.language_projection = projector
+    model.language_model = language_model
+    model.config.text_config = lm_config
+    return model
+
+
+def save_blip2_folder(model: Any, tokenizer: Any, image_processor: Any, out_dir: Path) -> Path:
+    """Weights + config + ``Blip2Processor`` (tokenizer with ``<image>``, image processor) in ``out_dir``."""
+    from transformers import Blip2Processor
+
+    index = model.config.image_token_index
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != index:
+        raise ValueError(f"the tokenizer's {IMAGE_TOKEN} id differs from config.image_token_index {index}")
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    Blip2Processor(image_processor=image_processor, tokenizer=tokenizer,
+                   num_query_tokens=model.config.num_query_tokens).save_pretrained(str(out_dir))
+    return out_dir
