@@ -1,135 +1,226 @@
-"""``vltool zoo build``: build (or verify) the demo world, step by step, cached under VLTOOL_HOME.
+"""``vltool zoo build``: build (or verify) the demo world, cached under VLTOOL_HOME.
 
-Order: data (rendered images + JSON samples) -> tokenizers -> the three LMs -> the vision
-encoder -> the source BLIP-2. Every item is written to a temporary sibling folder and renamed
-when complete, and carries a ``manifest.json`` with its quality figures and build time; a rerun
-skips every item whose manifest is present. Deterministic from the seed.
+Order: the data (rendered PNG images + JSON samples) and the two tokenizers in this process;
+then the model jobs (``jobs.py``): demo-opt-s, the vision encoder, demo-opt-l, demo-llama, and
+the source BLIP-2 once demo-opt-s and the vision encoder exist.
+
+The model jobs run on worker processes, one torch thread each. These models are so small that
+a second intra-op thread buys ~1.4x for twice the CPU, while two single-threaded trainings
+side by side buy ~2x on a 2-core laptop; and one thread per job makes the world bit-identical
+whatever the number of workers or cores. ``workers=1`` runs the jobs in this process.
+
+Every item is built in a temporary sibling folder, renamed when complete, and carries a
+``build.json`` with its quality figures and build time (wall and CPU seconds). A rerun skips
+every item whose ``build.json`` and files are present; ``force`` rebuilds everything.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import queue
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vltool.demo import home as homes
+from vltool.demo.jobs import (
+    ITEM_MANIFEST,
+    JOB_ORDER,
+    NEEDS,
+    PROFILES,
+    Profile,
+    build_item,
+    is_built,
+    item_path,
+    job_request,
+    quiet_transformers,
+    run_job,
+)
+from vltool.errors import UserError
 from vltool.training.progress import NullReporter, Reporter
 
-ITEM_MANIFEST = "build.json"  # not manifest.json: these are models, not vltool artifacts
+
+class _Progress:
+    """One progress bar over every job's training steps; one log line per finished item."""
+
+    def __init__(self, reporter: Reporter, totals: dict[str, int]) -> None:
+        self.reporter, self.totals = reporter, dict(totals)
+        self.done = {job: 0 for job in totals}
+        reporter.start("build demo world", max(1, sum(self.totals.values())))
+
+    def event(self, job: str, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.totals[job] = event["total"]
+        elif kind == "update":
+            self.done[job] = event["done"]
+            running = {j: f"{d}/{self.totals[j]}" for j, d in self.done.items() if 0 < d < self.totals[j]}
+            self.reporter.update(sum(self.done.values()), **running)
+        elif kind == "log":
+            self.reporter.log(f"{job}: {event['message']}")
+
+    def finished(self, job: str, info: dict[str, Any]) -> None:
+        self.done[job] = self.totals[job]
+        self.reporter.update(sum(self.done.values()))
+        figures = ", ".join(f"{k} {v:.3g}" for k, v in info.get("metrics", {}).items())
+        took = f"{info.get('build_s', 0):.1f} s ({info.get('build_cpu_s', 0):.1f} CPU s)"
+        self.reporter.log(f"built {job} in {took}"
+                          + (f": {figures}" if figures else ""))
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
+class _InProcessReporter:
+    """Feeds a job's training progress straight into ``_Progress`` (workers=1)."""
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    def __init__(self, progress: _Progress, job: str) -> None:
+        self.progress, self.job = progress, job
+
+    def start(self, task: str, total: int) -> None:
+        self.progress.event(self.job, {"event": "start", "total": total})
+
+    def update(self, done: int, **fields: Any) -> None:
+        self.progress.event(self.job, {"event": "update", "done": done})
+
+    def finish(self, **fields: Any) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.progress.event(self.job, {"event": "log", "message": message})
 
 
-def _item(path: Path, make: Callable[[Path], dict[str, Any]], force: bool, reporter: Reporter,
-          label: str) -> dict[str, Any]:
-    """Build one item atomically unless a complete one is cached; returns its manifest."""
-    manifest = path / ITEM_MANIFEST
-    if manifest.is_file() and not force:
-        return json.loads(manifest.read_text())
-    tmp = path.parent / f".tmp-{path.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    started, cpu = time.perf_counter(), time.process_time()
+class _Worker:
+    """A ``python -m vltool.demo.jobs`` subprocess and the thread that reads its replies."""
+
+    def __init__(self, index: int, events: queue.Queue, log: Path) -> None:
+        self.index, self.log = index, log
+        self.handle = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vltool.demo.jobs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.handle, text=True, bufsize=1,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+        )
+        self.job: str | None = None
+        threading.Thread(target=self._read, args=(events,), daemon=True).start()
+
+    def _read(self, events: queue.Queue) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            events.put((self.index, json.loads(line)))
+        events.put((self.index, {"event": "exit"}))
+
+    def submit(self, request: str, job: str) -> None:
+        assert self.proc.stdin is not None
+        self.job = job
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+
+    def close(self, kill: bool = False) -> None:
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        elif self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+        self.handle.close()
+
+
+def _run_jobs(jobs: list[str], root: Path, seed: int, profile: Profile, force: bool, workers: int,
+              progress: _Progress) -> dict[str, dict[str, Any]]:
+    """Run the model jobs in ``JOB_ORDER`` priority, each once its ``NEEDS`` are built."""
+    results: dict[str, dict[str, Any]] = {}
+    if workers <= 1:
+        for job in jobs:
+            results[job] = run_job(job, root, seed, profile, force, _InProcessReporter(progress, job))
+            progress.finished(job, results[job])
+        return results
+
+    logs = root / "build-logs"
+    logs.mkdir(exist_ok=True)
+    events: queue.Queue = queue.Queue()
+    pool = [_Worker(i, events, logs / f"worker-{i}.log") for i in range(workers)]
+    waiting, ok = list(jobs), False
     try:
-        info = make(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    info = {"item": path.name, **info, "build_s": round(time.perf_counter() - started, 2),
-            "build_cpu_s": round(time.process_time() - cpu, 2)}
-    (tmp / ITEM_MANIFEST).write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    reporter.log(f"built {label} in {info['build_s']:.1f} s")
-    return info
+        while waiting or any(w.job for w in pool):
+            for worker in pool:
+                ready = [j for j in waiting if all(n in results or n not in jobs for n in NEEDS.get(j, ()))]
+                if worker.job is None and ready:
+                    waiting.remove(ready[0])
+                    worker.submit(job_request(ready[0], root, seed, profile, force), ready[0])
+            index, event = events.get()
+            worker = pool[index]
+            if event["event"] == "done":
+                results[event["job"]] = event["info"]
+                progress.finished(event["job"], event["info"])
+                worker.job = None
+            elif event["event"] == "error":
+                message = f"building {event['job']} failed: {event['message']}"
+                raise UserError(message) if event["user"] else RuntimeError(f"{message} (see {worker.log})")
+            elif event["event"] == "exit":
+                raise RuntimeError(f"demo world worker {index} stopped while building {worker.job} "
+                                   f"(see {worker.log})")
+            else:
+                progress.event(event["job"], event)
+        ok = True
+    finally:
+        for worker in pool:
+            worker.close(kill=not ok)
+    return results
+
+
+def default_workers() -> int:
+    """One job per core, at most 4 (there are never more than 4 independent jobs)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = None,
-                home: Path | None = None, quick: bool = False) -> dict[str, Any]:
-    """Build everything the demo aliases resolve to; returns per-item manifests.
+                home: Path | None = None, quick: bool = False, workers: int | None = None) -> dict[str, Any]:
+    """Build everything the demo aliases resolve to; returns the summary also written to world.json.
 
-    ``quick`` shrinks every training budget (for tests); its world lives in its own folder.
+    ``quick`` builds the small world of the tests and ``vltool demo --quick`` (its own folder).
+    ``workers``: training processes (default one per core, at most 4; 1 = in this process).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2Processor, Blip2VisionModel
+    from vltool.demo import datasets, tokenizers
 
-    from vltool.data.vl_dataset import image_preprocessor
-    from vltool.demo import datasets, lms, source_blip2, tokenizers, vision
-
-    _quiet_transformers()
-    torch.manual_seed(seed)
+    quiet_transformers()
     reporter = reporter or NullReporter()
-    root = homes.world_dir(seed, home, "quick" if quick else "full")
-    models = root / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    scale = 0.25 if quick else 1.0
-    sizes = {"train": int(3000 * scale), "val": 300 if not quick else 100, "test": 300 if not quick else 100}
+    profile = PROFILES["quick" if quick else "full"]
+    root = homes.world_dir(seed, home, profile.name)
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    started, cpu = time.perf_counter(), time.process_time()
     items: dict[str, dict[str, Any]] = {}
-    reporter.start("demo world", 7)
 
-    items["data"] = _item(root / "data", lambda p: {"samples": datasets.write_world_data(p, seed, sizes)},
-                          force, reporter, "data")
-    reporter.update(1)
-    train_docs, val_docs = datasets.lm_corpus(seed, n_train=int(6000 * scale) or 500)
+    items["data"] = build_item(
+        root / "data", lambda p: {"samples": datasets.write_world_data(p, seed, profile.splits)}, force)
 
-    def make_tokenizers(p: Path) -> dict:
-        word = tokenizers.train_word_tokenizer(train_docs)
-        bpe = tokenizers.train_bpe_tokenizer(train_docs)
+    def make_tokenizers(p: Path) -> dict[str, Any]:
+        train_docs, _ = datasets.lm_corpus(seed, n_train=profile.lm_docs)
+        word, bpe = tokenizers.train_word_tokenizer(train_docs), tokenizers.train_bpe_tokenizer(train_docs)
         word.save_pretrained(str(p / "opt"))
         bpe.save_pretrained(str(p / "llama"))
-        return {"opt_vocab": len(word), "llama_vocab": len(bpe)}
+        return {"opt_vocab": len(word), "llama_vocab": len(bpe),
+                "caption_words": datasets.caption_vocabulary_size(seed)}
 
-    items["tokenizers"] = _item(root / "tokenizers", make_tokenizers, force, reporter, "tokenizers")
-    reporter.update(2)
-    tok_dir = {"demo-opt-s": "opt", "demo-opt-l": "opt", "demo-llama": "llama"}
-    for done, name in enumerate(("demo-opt-s", "demo-opt-l", "demo-llama"), start=3):
-        tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizers" / tok_dir[name]))
+    items["tokenizers"] = build_item(root / "tokenizers", make_tokenizers, force)
 
-        def make_lm(p: Path, name: str = name, tokenizer=tokenizer) -> dict:
-            steps = None if not quick else 60
-            model, metrics = lms.pretrain_lm(name, tokenizer, train_docs, val_docs, seed, steps=steps)
-            model.save_pretrained(str(p))
-            tokenizer.save_pretrained(str(p))
-            return {"metrics": metrics, "parameters": sum(x.numel() for x in model.parameters())}
-
-        items[name] = _item(models / name, make_lm, force, reporter, name)
-        reporter.update(done)
-
-    def make_vision(p: Path) -> dict:
-        model, metrics = vision.pretrain_vision(seed, steps=700 if not quick else 120,
-                                                n_train=4000 if not quick else 1000)
-        model.save_pretrained(str(p))
-        return {"metrics": metrics}
-
-    items["vision"] = _item(root / "vision", make_vision, force, reporter, "vision encoder")
-    reporter.update(6)
-
-    def make_source(p: Path) -> dict:
-        tokenizer = AutoTokenizer.from_pretrained(str(models / "demo-opt-s"))
-        lm = AutoModelForCausalLM.from_pretrained(str(models / "demo-opt-s"))
-        encoder = Blip2VisionModel.from_pretrained(str(root / "vision"))
-        processor = vision.image_processor()
-        model, metrics = source_blip2.train_source(
-            root / "data", encoder, lm, tokenizer, image_preprocessor(processor), seed,
-            steps=400 if not quick else 80, lr=3e-3)
-        model.save_pretrained(str(p))
-        Blip2Processor(image_processor=processor, tokenizer=tokenizer,
-                       num_query_tokens=model.config.num_query_tokens).save_pretrained(str(p))
-        return {"metrics": metrics, "num_query_tokens": model.config.num_query_tokens}
-
-    items["demo-blip2-opt-s"] = _item(models / "demo-blip2-opt-s", make_source, force, reporter,
-                                      "demo-blip2-opt-s")
-    reporter.update(7)
-    reporter.finish()
-    summary = {"root": str(root), "seed": seed, "quick": quick, "items": items}
+    jobs = [j for j in JOB_ORDER if force or not is_built(item_path(root, j))]
+    # the quick world's jobs take seconds: starting worker processes would cost more than it saves
+    workers = min(workers or (1 if quick else default_workers()), len(jobs))
+    if jobs:
+        steps = profile.job_steps()
+        progress = _Progress(reporter, {j: steps[j] for j in jobs})
+        items.update(_run_jobs(jobs, root, seed, profile, force, workers, progress))
+        reporter.finish()
+    for job in JOB_ORDER:
+        if job not in items:
+            items[job] = json.loads((item_path(root, job) / ITEM_MANIFEST).read_text())
+    if not jobs and not force and (root / "world.json").is_file():
+        return json.loads((root / "world.json").read_text())
+    summary = {"root": str(root), "seed": seed, "quick": quick, "profile": profile.name,
+               "items": {k: items[k] for k in ("data", "tokenizers", *JOB_ORDER)},
+               "build_s": round(time.perf_counter() - started, 2),
+               "build_cpu_s": round(time.process_time() - cpu + sum(
+                   items[j].get("build_cpu_s", 0) for j in jobs if workers > 1), 2)}
     (root / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -16,9 +16,11 @@ from pathlib import Path
 from vltool.data.sample import Sample
 from vltool.demo.render import render
 from vltool.demo.world import (
+    ATTRIBUTE_VALUES,
     LETTERS,
     SYNONYMS,
     caption,
+    instruction_prompt,
     lm_documents,
     random_scene,
     sqa_image_item,
@@ -27,6 +29,7 @@ from vltool.demo.world import (
     sqa_text_item,
     text_instruction,
     vqa_pairs,
+    vqa_prompt,
 )
 from vltool.errors import UserError
 
@@ -49,8 +52,8 @@ def write_world_data(root: Path, seed: int, sizes: dict[str, int] | None = None)
             render(scene, rng).save(root / rel)
             attrs = scene.attributes()
             refs = [caption(scene, rng, canonical=True)] + [caption(scene, rng) for _ in range(4)]
-            rows["caption"].append({"id": f"{split}-{i}", "image": rel, "caption": refs[1], "references": refs,
-                                    "attributes": attrs})
+            rows["caption"].append({"id": f"{split}-{i}", "image": rel, "caption": refs[1],
+                                    "references": refs, "attributes": attrs})
             question, answer = rng.choice(vqa_pairs(scene))
             rows["vqa"].append({"id": f"{split}-{i}", "image": rel, "question": question, "answer": answer})
             item = sqa_image_item(scene, rng) if rng.random() < 0.5 else sqa_text_item(rng)
@@ -63,45 +66,54 @@ def write_world_data(root: Path, seed: int, sizes: dict[str, int] | None = None)
     return counts
 
 
-def lm_corpus(seed: int, n_train: int = 6000, n_val: int = 300) -> tuple[list[str], list[str]]:
-    return lm_documents(random.Random(seed * 31 + 1), n_train), lm_documents(random.Random(seed * 31 + 2), n_val)
+def lm_corpus(seed: int, n_train: int = 8000, n_val: int = 300) -> tuple[list[str], list[str]]:
+    """The LMs' pre-training documents (train, val); the tokenizers are trained on the same."""
+    train = lm_documents(random.Random(seed * 31 + 1), n_train)
+    return train, lm_documents(random.Random(seed * 31 + 2), n_val)
+
+
+def caption_vocabulary_size(seed: int, n: int = 3000) -> int:
+    """Distinct words of the world's captions: must exceed the LMs' embedding widths so that
+    the word converter's fit is over-determined (DEMO_NOTES)."""
+    rng = random.Random(seed * 31 + 3)
+    return len({w for _ in range(n) for w in caption(random_scene(rng), rng).split()})
 
 
 def read_demo(root: Path, kind: str, split: str) -> list[Sample]:
     """Samples of one demo dataset; image paths are absolute."""
     if kind not in KINDS:
-        raise UserError(f"unknown demo dataset 'demo:{kind}'; expected one of {', '.join('demo:' + k for k in KINDS)}")
+        known = ", ".join(f"demo:{k}" for k in KINDS)
+        raise UserError(f"unknown demo dataset 'demo:{kind}'; expected one of {known}")
     path = root / f"{split}_{kind}.json"
     if not path.is_file():
         raise UserError(f"demo data {path} is missing; run 'vltool zoo build' first")
     rows = json.loads(path.read_text())
     image = lambda rel: str(root / rel) if rel else None
     if kind == "caption":
-        return [Sample(r["id"], image(r["image"]), "", r["caption"], r["references"], {"attributes": r["attributes"]})
+        return [Sample(r["id"], image(r["image"]), "", r["caption"], r["references"],
+                       {"attributes": r["attributes"]})
                 for r in rows]
     if kind == "vqa":
-        return [Sample(r["id"], image(r["image"]), f"Question: {r['question']} Answer:", r["answer"], [r["answer"]])
+        return [Sample(r["id"], image(r["image"]), vqa_prompt(r["question"]), r["answer"], [r["answer"]])
                 for r in rows]
     if kind == "sqa":
         out = []
         for r in rows:
             target = sqa_target(LETTERS[r["answer"]], r["because"])
             meta = {"choices": r["options"], "answer_index": r["answer"], "has_image": r["image"] is not None,
-                    "has_hint": r["context"] != "N/A", "subject": r["subject"], "grade": "grade1"}
-            out.append(Sample(r["id"], image(r["image"]), sqa_prompt(r["question"], r["context"], r["options"]),
-                              target, [target], meta))
+                    "has_hint": r["context"] != "N/A", "subject": r["subject"], "category": r["category"],
+                    "grade": "grade1"}
+            prompt = sqa_prompt(r["question"], r["context"], r["options"])
+            out.append(Sample(r["id"], image(r["image"]), prompt, target, [target], meta))
         return out
-    return [Sample(r["id"], None, f"instruction : {r['instruction']} response :", r["output"], [r["output"]])
+    return [Sample(r["id"], None, instruction_prompt(r["instruction"]), r["output"], [r["output"]])
             for r in rows]
 
 
 def caption_attributes(text: str) -> dict[str, str | None]:
     """The canonical colour/shape/size/position a caption names (None where it names none)."""
-    from vltool.demo.world import COLOURS, POSITIONS, SHAPES, SIZES
-
     words = [CANONICAL.get(w) for w in re.findall(r"[a-z]+", text.lower())]
-    groups = {"colour": COLOURS, "shape": SHAPES, "size": SIZES, "pos": POSITIONS}
-    return {attr: next((w for w in words if w in pool), None) for attr, pool in groups.items()}
+    return {attr: next((w for w in words if w in pool), None) for attr, pool in ATTRIBUTE_VALUES.items()}
 
 
 def caption_scores(predictions: list[str], samples: list[Sample]) -> dict[str, float]:

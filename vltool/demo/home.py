@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 DEMO_MODELS = ("demo-opt-s", "demo-opt-l", "demo-llama", "demo-blip2-opt-s")
 
 

@@ -1,4 +1,9 @@
-"""Drawing a scene as a 32x32 RGB image with PIL (deterministic given its RNG)."""
+"""Drawing a scene as a 32x32 RGB image with PIL (deterministic given its RNG).
+
+A cross's arms are thin (half-width r // 4, so 3 px for a small cross): with half-width r // 2 a
+small cross was a blob the tiny ViT confused with a small circle (shape accuracy 0.96; thin
+arms: 1.0).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def render(scene: Scene, rng: random.Random) -> Image.Image:
     elif scene.shape == "triangle":
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
     else:
-        w = max(2, r // 2)
+        w = max(1, r // 4)
         draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=colour)
         draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=colour)
     return image

@@ -41,7 +41,8 @@ def to_pixels(images: list) -> torch.Tensor:
 
 
 def vision_config() -> Blip2VisionConfig:
-    return Blip2VisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+    return Blip2VisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+                             num_attention_heads=4,
                              image_size=CANVAS, patch_size=8, initializer_range=0.02)
 
 

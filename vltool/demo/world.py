@@ -2,12 +2,21 @@
 
 A scene is one shape (4 kinds) with a colour (6), a size (2) and a position (4), drawn on a
 32x32 canvas large and distinct enough that a tiny ViT can tell shapes apart (DEMO_NOTES: small
-thin shapes capped the prototype). Each scene yields a caption written with synonyms and varied
-templates (so the vocabulary is several times wider than the LMs' embeddings and a word
-converter fit is not trivially exact), VQA pairs and ScienceQA-style multiple-choice items.
-Text-only items (ScienceQA-style with a textual context, and arithmetic/fact instructions) test
-that adapters keep text-only ability. "scene description -> caption" documents teach the LMs to
-copy attributes from their context, which is what lets a soft visual prompt steer them.
+thin shapes capped the prototype). Everything else is text about scenes:
+
+- captions written with synonyms, varied templates and filler openers, so the caption
+  vocabulary (94 words for seed 0) is wider than the source LM's embedding (64): a word
+  converter fit is then over-determined and its held-out quality means something (DEMO_NOTES);
+- VQA pairs in the ``Question: {q} Answer:`` format BLIP-2 evaluates with;
+- ScienceQA-style items in real ScienceQA's prompt format: IMG (only the picture answers),
+  TXT (a text context answers) and NO (world knowledge answers). Like many real ScienceQA
+  question types ("Which tense...?", "Is it a solid or a liquid?") each question type has a
+  fixed option list in a fixed order, so a two-layer LM can learn the answer letter without an
+  induction circuit for matching option words (with shuffled options it stayed at chance);
+- text-only instructions (arithmetic in words, facts about the world) for the text-only check;
+- "scene description : caption" (and ". question") documents: the LMs learn to take a
+  scene's attributes from their context, which is what lets a soft visual prompt stand in for
+  the description later (DEMO_NOTES).
 """
 
 from __future__ import annotations
@@ -22,22 +31,33 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = ("big", "small")
 POSITIONS = ("left", "right", "top", "bottom")
+ATTRIBUTE_VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "pos": POSITIONS}
 
+# The first synonym is the canonical word (scene descriptions, VQA/SQA answers, scoring).
 SYNONYMS = {
     "red": ["red", "crimson", "scarlet"], "green": ["green", "emerald", "lime"],
-    "blue": ["blue", "azure", "navy"], "yellow": ["yellow", "golden", "lemon"],
+    "blue": ["blue", "azure", "navy"], "yellow": ["yellow", "golden", "amber"],
     "purple": ["purple", "violet", "lilac"], "white": ["white", "snowy", "ivory"],
-    "circle": ["circle", "disc", "ring"], "square": ["square", "box", "block"],
-    "triangle": ["triangle", "wedge", "pyramid"], "cross": ["cross", "plus", "star"],
-    "big": ["big", "large", "huge"], "small": ["small", "little", "tiny"],
-    "left": ["left"], "right": ["right"], "top": ["top"], "bottom": ["bottom"],
+    "circle": ["circle", "disc", "ring", "ball"], "square": ["square", "box", "block", "tile"],
+    "triangle": ["triangle", "wedge", "pyramid", "cone"], "cross": ["cross", "plus", "star", "x"],
+    "big": ["big", "large", "huge", "giant"], "small": ["small", "little", "tiny", "mini"],
+    "left": ["left", "west"], "right": ["right", "east"],
+    "top": ["top", "upper", "north"], "bottom": ["bottom", "lower", "south"],
 }
+OPENERS = ["", "", "", "here we see", "in this image ,", "look ,", "this picture shows", "we can see",
+           "in the drawing ,", "the artist painted", "someone drew", "on the canvas ,",
+           "inside the frame ,"]
 CAPTION_TEMPLATES = [
-    "a {size} {colour} {shape} on the {pos}",
+    "a {size} {colour} {shape} on the {pos} side",
     "there is a {size} {colour} {shape} at the {pos}",
-    "the picture shows a {colour} {shape} , {size} , near the {pos}",
-    "one {size} {shape} in {colour} on the {pos} side",
+    "one {colour} {shape} , {size} , near the {pos} edge",
+    "a {size} {shape} in {colour} on the {pos} part",
     "a {colour} {shape} that is {size} sits at the {pos}",
+    "the {pos} side has a {size} {colour} {shape}",
+    "you can find a {size} {colour} {shape} placed {pos}",
+    "a {size} {shape} coloured {colour} , drawn at the {pos}",
+    "a {colour} {shape} rests {pos} , quite {size}",
+    "near the {pos} corner lies a {size} {colour} {shape}",
 ]
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
            "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
@@ -49,7 +69,14 @@ FACTS = [
     ("how many sides has a square", "four"), ("how many sides has a triangle", "three"),
     ("how many corners has a circle", "zero"), ("how many arms has a cross", "four"),
 ]
-FILLER = ["today we look at shapes and colours", "every picture has one shape", "people like simple pictures because they are easy to read", "a shape can be round or sharp", "colours can be warm or cold", "teachers draw shapes on the board for the children", "the museum keeps old paintings of many things"]
+FILLER = [
+    "today we look at shapes and colours", "every picture has one shape",
+    "people like simple pictures because they are easy to read", "a shape can be round or sharp",
+    "colours can be warm or cold", "teachers draw shapes on the board for the children",
+    "the museum keeps old paintings of many things", "a good drawing needs a steady hand",
+    "artists mix paint to get new colours", "children learn to count with small blocks",
+]
+THINGS = ["kite", "cup", "hat", "flag", "boat", "lamp", "coin", "door"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +90,7 @@ class Scene:
         return asdict(self)
 
     def describe(self) -> str:
-        """The canonical scene description the LMs learn to copy from."""
+        """The canonical scene description the LMs learn to read attributes from."""
         return f"{self.size} {self.colour} {self.shape} {self.pos}"
 
 
@@ -72,11 +99,13 @@ def random_scene(rng: random.Random) -> Scene:
 
 
 def caption(scene: Scene, rng: random.Random, canonical: bool = False) -> str:
-    """A caption with synonyms; ``canonical`` uses the first synonym and first template."""
+    """A caption with synonyms; ``canonical`` uses the first synonym, no opener, first template."""
     pick = (lambda w: SYNONYMS[w][0]) if canonical else (lambda w: rng.choice(SYNONYMS[w]))
     template = CAPTION_TEMPLATES[0] if canonical else rng.choice(CAPTION_TEMPLATES)
-    return template.format(size=pick(scene.size), colour=pick(scene.colour),
+    opener = "" if canonical else rng.choice(OPENERS)
+    text = template.format(size=pick(scene.size), colour=pick(scene.colour),
                            shape=pick(scene.shape), pos=pick(scene.pos))
+    return f"{opener} {text}" if opener and text.startswith(("a ", "one ")) else text
 
 
 def vqa_pairs(scene: Scene) -> list[tuple[str, str]]:
@@ -88,7 +117,27 @@ def vqa_pairs(scene: Scene) -> list[tuple[str, str]]:
     ]
 
 
-LETTERS = "ABCD"
+def vqa_prompt(question: str) -> str:
+    """BLIP-2's VQA prompt (PAPERS.md 1)."""
+    return f"Question: {question} Answer:"
+
+
+LETTERS = "ABCDE"
+# Fixed option lists per question type (see the module docstring); colour has two lists of 3.
+OPTION_SETS = {
+    "colour": (("red", "yellow", "purple"), ("green", "blue", "white")),
+    "shape": (SHAPES,), "size": (SIZES,), "pos": (POSITIONS,),
+}
+IMAGE_QUESTIONS = {
+    "colour": "Which colour is the shape in the picture?",
+    "shape": "Which shape is in the picture?",
+    "size": "Is the shape in the picture big or small?",
+    "pos": "Where is the shape in the picture?",
+}
+
+
+def options_for(attribute: str, right: str) -> list[str]:
+    return list(next(group for group in OPTION_SETS[attribute] if right in group))
 
 
 def sqa_prompt(question: str, context: str, options: list[str]) -> str:
@@ -101,48 +150,42 @@ def sqa_target(letter: str, because: str) -> str:
     return f"The answer is {letter}. BECAUSE: {because}"
 
 
-def _choices(rng: random.Random, right: str, pool: list[str], n: int) -> tuple[list[str], int]:
-    """n options that include the right one, listed in the pool's fixed order.
-
-    A fixed order makes the letter easier to learn for models this small than shuffled options
-    (still hard: in the demo, tune-mma does not lift these items above chance).
-    """
-    wrong = rng.sample([p for p in pool if p != right], n - 1)
-    chosen = set(wrong + [right])
-    options = [p for p in pool if p in chosen]
-    return options, options.index(right)
+def _item(question: str, context: str, options: list[str], right: str, because: str, subject: str,
+          category: str) -> dict:
+    return {"question": question, "context": context, "options": options, "answer": options.index(right),
+            "because": because, "subject": subject, "category": category, "needs_image": category == "IMG"}
 
 
 def sqa_image_item(scene: Scene, rng: random.Random) -> dict:
     """A question only the image answers (context N/A), like ScienceQA's IMG items."""
-    attr = rng.choice(["colour", "shape", "size", "pos"])
-    pool = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES), "pos": list(POSITIONS)}[attr]
-    question = {"colour": "Which colour is the shape in the picture?",
-                "shape": "Which shape is in the picture?",
-                "size": "Is the shape in the picture big or small?",
-                "pos": "Where is the shape in the picture?"}[attr]
+    attr = rng.choice(list(IMAGE_QUESTIONS))
     right = getattr(scene, attr)
-    options, answer = _choices(rng, right, pool, min(len(pool), 3))
-    return {"question": question, "context": "N/A", "options": options, "answer": answer,
-            "because": f"the picture shows a {scene.describe()} shape .", "subject": "natural science",
-            "needs_image": True}
+    return _item(IMAGE_QUESTIONS[attr], "N/A", options_for(attr, right), right,
+                 f"the shape in the picture is {right} .", "natural science", "IMG")
 
 
 def sqa_text_item(rng: random.Random) -> dict:
-    """A question its text context answers (no image), like ScienceQA's TXT/NO items."""
-    thing = rng.choice(["ball", "kite", "box", "cup", "hat", "flag"])
-    colour = rng.choice(list(COLOURS))
-    shape = rng.choice(SHAPES)
-    if rng.random() < 0.5:
-        context, question, right, pool = (f"The {thing} is {colour}.", f"What colour is the {thing}?",
-                                          colour, list(COLOURS))
-    else:
-        context, question, right, pool = (f"The {thing} looks like a {shape}.",
-                                          f"Which shape does the {thing} look like?", shape, list(SHAPES))
-    options, answer = _choices(rng, right, pool, min(len(pool), 3))
-    return {"question": question, "context": context, "options": options, "answer": answer,
-            "because": f"the context says so : {context.lower()}", "subject": "language science",
-            "needs_image": False}
+    """A question its text context (TXT) or world knowledge (NO) answers, with no image."""
+    thing = rng.choice(THINGS)
+    kind = rng.random()
+    if kind < 0.4:
+        right = rng.choice(list(COLOURS))
+        return _item(f"What colour is the {thing}?", f"The {thing} is {right}.", options_for("colour", right),
+                     right, f"the context says the {thing} is {right} .", "language science", "TXT")
+    if kind < 0.8:
+        right = rng.choice(SHAPES)
+        return _item(f"Which shape does the {thing} look like?", f"The {thing} looks like a {right}.",
+                     options_for("shape", right), right, f"the context says the {thing} is a {right} .",
+                     "language science", "TXT")
+    question, right = rng.choice(FACTS[:6])
+    return _item(question.capitalize() + "?", "N/A", options_for("colour", right), right,
+                 f"{question.removeprefix('what colour is ')} is {right} .", "natural science", "NO")
+
+
+def sqa_text(item: dict) -> str:
+    """An item as one training document: prompt, then target."""
+    return f"{sqa_prompt(item['question'], item['context'], item['options'])} " \
+           f"{sqa_target(LETTERS[item['answer']], item['because'])}"
 
 
 def text_instruction(rng: random.Random) -> tuple[str, str]:
@@ -153,31 +196,58 @@ def text_instruction(rng: random.Random) -> tuple[str, str]:
     return rng.choice(FACTS)
 
 
-def lm_documents(rng: random.Random, n: int) -> list[str]:
-    """The LMs' pre-training text: captions, copy documents, VQA/SQA transcripts, instructions.
+def instruction_prompt(question: str) -> str:
+    return f"instruction : {question} response :"
 
-    Half are copy documents ("big red circle left : a large crimson disc on the left"), which
-    DEMO_NOTES found necessary for soft prompts to steer a frozen LM: the short canonical
-    description is what the VPG's query tokens learn to stand in for.
+
+# Shares of the LM pre-training documents (see ``lm_documents``).
+DOC_MIX = (("copy", 0.35), ("caption", 0.15), ("vqa", 0.08), ("sqa_image", 0.12), ("sqa_text", 0.12),
+           ("instruction", 0.13), ("filler", 0.05))
+
+
+def described(scene: Scene, text: str, question: bool = False) -> str:
+    """``text`` after the scene's description: "big red circle left : a huge crimson disc ...".
+
+    Questions follow "." and captions ":". With one separator, "Question" was the likeliest
+    token after it, and a source VPG trained on captions (whose soft prompt comes to stand for
+    "description :") began a third of its greedy captions with "Question".
     """
-    docs = []
-    for _ in range(n):
-        scene = random_scene(rng)
-        kind = rng.random()
-        if kind < 0.5:
-            docs.append(f"{scene.describe()} : {caption(scene, rng)}")
-        elif kind < 0.6:
-            docs.append(caption(scene, rng))
-        elif kind < 0.7:
-            question, answer = rng.choice(vqa_pairs(scene))
-            docs.append(f"{scene.describe()} : question : {question} answer : {answer}")
-        elif kind < 0.8:
-            item = sqa_text_item(rng)
-            prompt = sqa_prompt(item["question"], item["context"], item["options"])
-            docs.append(f"{prompt} {sqa_target(LETTERS[item['answer']], item['because'])}")
-        elif kind < 0.95:
-            question, answer = text_instruction(rng)
-            docs.append(f"instruction : {question} response : {answer}")
-        else:
-            docs.append(rng.choice(FILLER))
-    return docs
+    return f"{scene.describe()} {'.' if question else ':'} {text}"
+
+
+def lm_document(rng: random.Random) -> str:
+    """One pre-training document, drawn from ``DOC_MIX``.
+
+    Copy documents ("big red circle left : a large crimson disc on the west side"), VQA and IMG
+    ScienceQA transcripts all start with the canonical scene description (``described``): they teach the LM to
+    take a scene's attributes from its context, the skill a VPG's soft prompt relies on
+    (DEMO_NOTES). TXT/NO ScienceQA items and instructions are the text-only abilities MMA must
+    keep.
+    """
+    scene = random_scene(rng)
+    draw, kind = rng.random(), DOC_MIX[-1][0]
+    for name, share in DOC_MIX:
+        if draw < share:
+            kind = name
+            break
+        draw -= share
+    if kind == "copy":
+        return described(scene, caption(scene, rng))
+    if kind == "caption":
+        return caption(scene, rng)
+    if kind == "vqa":
+        question, answer = rng.choice(vqa_pairs(scene))
+        return described(scene, f"{vqa_prompt(question)} {answer}", question=True)
+    if kind == "sqa_image":
+        return described(scene, sqa_text(sqa_image_item(scene, rng)), question=True)
+    if kind == "sqa_text":
+        return sqa_text(sqa_text_item(rng))
+    if kind == "instruction":
+        question, answer = text_instruction(rng)
+        return f"{instruction_prompt(question)} {answer}"
+    return rng.choice(FILLER)
+
+
+def lm_documents(rng: random.Random, n: int) -> list[str]:
+    """The LMs' pre-training text (see ``lm_document``)."""
+    return [lm_document(rng) for _ in range(n)]
