@@ -81,7 +81,9 @@ def test_main_turns_user_errors_into_exit_code_2(capsys) -> None:
     assert "no recipe named 'no/such-recipe'" in capsys.readouterr().err
 
 
-def test_unfinished_commands_say_so_with_exit_2(tmp_path: Path) -> None:
+def test_a_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "x.pth").write_bytes(b"")
     result = _run_main(["convert", str(tmp_path / "x.pth"), "--llm", "opt2.7b", "--out", str(tmp_path / "o")])
-    assert result.returncode == 2 and "not implemented yet" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "x.pth" in result.stderr and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.strip().splitlines()[-1]] and not (tmp_path / "o").exists()

@@ -169,3 +169,33 @@ def test_pickled_objects_are_refused(tmp_path: Path, llm_dir: Path) -> None:
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
         convert_lavis(tmp_path / "broken.pth", str(llm_dir), tmp_path / "hf")
+
+
+def test_vltool_convert_writes_a_model_artifact_and_refuses_to_overwrite(tmp_path: Path, llm_dir: Path,
+                                                                          configs: dict[str, Path]) -> None:
+    from cli_helpers import invoke
+    from typer.testing import CliRunner
+
+    from vltool.artifacts import read_artifact
+    from vltool.cli import app
+
+    pth = tmp_path / "blip2.pth"
+    torch.save({"model": lavis_state(), "config": {"arch": "blip2_opt"}}, pth)
+    out = tmp_path / "converted"
+    args = ["convert", str(pth), "--llm", str(llm_dir), "--out", str(out),
+            "--vision-config", str(configs["vision_config"]), "--qformer-config", str(configs["qformer_config"])]
+    invoke(args)
+    art = read_artifact(out)  # verifies every file's sha256
+    assert art.kind == "model" and art.manifest["format"] == "Blip2ForConditionalGeneration"
+    mapped = art.manifest["metrics"]["tensors_mapped"]
+    # 16 stage-1-only tensors skipped; the one ViT block's q_bias + v_bias become a single qkv bias
+    assert mapped == len(lavis_state()) - 16 - 1 and art.manifest["metrics"]["tensors_skipped"] == 16
+    assert set(art.manifest["inputs"]) == {"checkpoint", "llm"}
+    Blip2ForConditionalGeneration.from_pretrained(str(out))
+    assert not list(tmp_path.glob(".tmp-*"))  # nothing half-written left behind
+
+    again = CliRunner().invoke(app, args)  # main() turns these UserErrors into one line and exit 2
+    assert isinstance(again.exception, UserError) and "--force" in str(again.exception)
+    missing = CliRunner().invoke(app, ["convert", str(tmp_path / "nope.pth"), "--llm", str(llm_dir),
+                                       "--out", str(tmp_path / "x")])
+    assert isinstance(missing.exception, UserError) and "nope.pth does not exist" in str(missing.exception)

@@ -1,16 +1,48 @@
-"""``vltool convert`` (LAVIS BLIP-2 ``.pth`` -> HF ``Blip2ForConditionalGeneration``): not landed yet.
+"""``vltool convert``: a LAVIS BLIP-2 ``.pth`` + its LLM -> a standalone HF BLIP-2 ``model`` artifact.
 
-The command exists so scripts can name it; running it says plainly that the conversion is not
-implemented yet (exit code 2). Until then, Salesforce's HF BLIP-2 folders are read directly.
+The conversion itself lives in ``sources.convert`` (it is a model source, reused by tests and by
+anyone scripting vltool); this stage adds what every stage output has: the folder is written to a
+temporary sibling and renamed when complete, refuses to replace an existing one without
+``--force``, and carries a manifest with the checkpoint's fingerprint and what was mapped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-from vltool.errors import NotImplementedYet
+from vltool.artifacts import ArtifactWriter, ensure_writable
+from vltool.errors import UserError
+from vltool.training.progress import NullReporter, Reporter
 
 
-def run(*args: Any, **kwargs: Any) -> None:
-    raise NotImplementedYet("vltool convert (LAVIS .pth -> HF BLIP-2) is not implemented yet; pass an HF "
-                            "BLIP-2 folder (the Salesforce/blip2-* layout) as --src instead")
+def run(checkpoint: Path, llm: str, out: Path, *, vision_config: Path | None = None,
+        qformer_config: Path | None = None, vit: Path | None = None, force: bool = False,
+        reporter: Reporter | None = None) -> Path:
+    from vltool.artifacts.fingerprint import fingerprint_path
+    from vltool.sources.convert import convert_lavis
+
+    reporter = reporter or NullReporter()
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"LAVIS checkpoint {checkpoint} does not exist (expected a BLIP-2 .pth file)")
+    for flag, path in (("--vit", vit), ("--vision-config", vision_config), ("--qformer-config", qformer_config)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{flag} {path} does not exist")
+    ensure_writable(Path(out), force)
+    reporter.log(f"converting {checkpoint} with LLM {llm}")
+    with ArtifactWriter(Path(out), "model", force=force) as writer:
+        report = convert_lavis(checkpoint, llm, writer.path, vision_config=vision_config,
+                               qformer_config=qformer_config, vit=vit)
+        writer.add_input("checkpoint", str(checkpoint.resolve()), fingerprint_path(checkpoint), what="LAVIS .pth")
+        if vit is not None:
+            writer.add_input("vit", str(Path(vit).resolve()), fingerprint_path(Path(vit)), what="EVA ViT .pth")
+        writer.add_input("llm", report["llm"], fingerprint_path(Path(report["llm"])), what="causal LM")
+        writer.manifest.update({"format": "Blip2ForConditionalGeneration", "conversion": report})
+        writer.manifest["metrics"] = {"tensors_mapped": report["tensors_mapped"],
+                                      "tensors_skipped": sum(report["tensors_skipped"].values())
+                                      if isinstance(report["tensors_skipped"], dict)
+                                      else len(report["tensors_skipped"])}
+    skipped = report["tensors_skipped"]
+    reporter.log(f"mapped {report['tensors_mapped']} tensors (projector {report['projector']}, "
+                 f"{report['num_query_tokens']} query tokens); skipped: {skipped or 'none'}")
+    return Path(out)
