@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,15 @@ def test_eval_writes_metrics_and_predictions_that_score_again(vpg: Path, tmp_pat
     assert report["metrics"]["demo:sqa"]["demo-llama"] == {}  # text-only model skipped on image data
     text_preds = out.with_name("eval.vpg.demo_text.jsonl")
     rows = [json.loads(x) for x in text_preds.read_text().splitlines()]
-    assert len(rows) == 12 and {"id", "prediction"} == rows[0].keys()
-    rescored = invoke(["eval", "--predictions", str(text_preds), "--data", "demo:text", "--max-samples", "12"])
-    assert f"{report['metrics']['demo:text'][str(vpg)]['exact_match']:.4g}" in rescored.output
+    assert len(rows) == 12 and {"id", "prediction", "nll", "tokens"} == rows[0].keys()
+    text = report["metrics"]["demo:text"][str(vpg)]
+    nll, tokens = sum(r["nll"] for r in rows), sum(r["tokens"] for r in rows)
+    assert tokens >= 24 and text["perplexity"] == pytest.approx(math.exp(nll / tokens), rel=1e-9)
+    assert math.isfinite(text["perplexity"]) and text["perplexity"] > 1.0
+    rescored_out = tmp_path / "rescored.json"
+    invoke(["eval", "--predictions", str(text_preds), "--data", "demo:text", "--max-samples", "12",
+            "--out", str(rescored_out)])
+    assert json.loads(rescored_out.read_text())["metrics"]["demo:text"][text_preds.name] == pytest.approx(text)
 
 
 def test_predictions_file_errors_name_lines_and_ids(quick_world: Path, tmp_path: Path) -> None:

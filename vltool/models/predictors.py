@@ -28,6 +28,14 @@ class GenerationSettings:
     num_beams: int = 1
 
 
+def _answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:
+    """Per row: (summed NLL of the labelled tokens, their count), labels shifted as a causal LM's."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    mask = labels != -100
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+    return [(float((n * m).sum()), int(m.sum())) for n, m in zip(nll, mask)]
+
+
 class Predictor:
     """Batched generation with the KV cache (transformers' ``generate``)."""
 
@@ -80,6 +88,18 @@ class Predictor:
                     progress(done)
         return [t or "" for t in out]
 
+    @torch.no_grad()
+    def answer_nll(self, samples: Sequence[Sample], batch_size: int = 16) -> list[tuple[float, int]]:
+        """Teacher-forced NLL of each text-only sample's answer (and EOS) after its prompt: perplexity."""
+        out: list[tuple[float, int]] = []
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            batch = self.text.training_batch([s.prompt for s in chunk], [s.answer for s in chunk])
+            logits = self.lm(input_ids=batch["input_ids"].to(self.device),
+                             attention_mask=batch["attention_mask"].to(self.device)).logits
+            out += _answer_nll(logits, batch["labels"])
+        return out
+
 
 class MMAPredictor(Predictor):
     """LaVIN's layout: [BOS] "Image:" visual tokens / "Image: N/A", prompt; routed per sample."""
@@ -105,6 +125,18 @@ class MMAPredictor(Predictor):
                                        cfg.max_new_tokens)
             if progress:
                 progress(len(out))
+        return out
+
+    @torch.no_grad()
+    def answer_nll(self, samples: Sequence[Sample], batch_size: int = 16) -> list[tuple[float, int]]:
+        """As ``Predictor.answer_nll``, in LaVIN's layout ("Image: N/A", modality 0 for text-only)."""
+        out: list[tuple[float, int]] = []
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            images = [self.preprocess(s.image) if s.image is not None else None for s in chunk]
+            batch = self.collator.batch(images, [s.prompt for s in chunk], [s.answer for s in chunk])
+            logits = self.model({k: v.to(self.device) for k, v in batch.items()}).logits
+            out += _answer_nll(logits, batch["labels"])
         return out
 
 

@@ -3,7 +3,8 @@
 ``--out FILE.json`` writes ``{"metrics": {dataset: {model: {metric: value}}}, ...}`` and, beside
 it, one predictions JSONL per (model, dataset) with ``{"id", "prediction"}`` lines, which
 ``--predictions`` scores again later with no model (so other tools' outputs are scored by the
-same code).
+same code). For text-only datasets the lines also carry each answer's teacher-forced NLL and
+token count, so perplexity can be recomputed from the file alone.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from vltool.config.schema import EvalRecipe
-from vltool.data.jsonl_lines import read_jsonl_rows
 from vltool.data.specs import load_spec
 from vltool.errors import UserError
+from vltool.eval.predictions import read_predictions, write_predictions
 from vltool.eval.scoring import metric_family, score
 from vltool.training.progress import NullReporter, Reporter
 
@@ -47,7 +48,7 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
     settings = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
                                   cfg.eval.num_beams)
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data}
-    predictions: dict[tuple[str, str], list[dict]] = {}
+    written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
     for model_spec in models:
         predictor = load_predictor(model_spec)
         for spec, samples in datasets.items():
@@ -58,46 +59,39 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
             reporter.start(f"eval {Path(model_spec).name} on {spec}", len(samples))
             texts = predictor.generate(samples, settings, progress=lambda n: reporter.update(n))
             reporter.finish()
-            results[spec][model_spec] = score(metric_family(spec), samples, texts)
-            predictions[(model_spec, spec)] = [{"id": s.id, "prediction": t} for s, t in zip(samples, texts)]
+            nll = None
+            if metric_family(spec) == "text" and all(s.image is None and s.answer for s in samples):
+                nll = predictor.answer_nll(samples, cfg.eval.batch_size)  # perplexity of the references
+            results[spec][model_spec] = score(spec, samples, texts, nll=nll)
+            written[(model_spec, spec)] = (samples, texts, nll)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         files = {}
-        for (model_spec, spec), rows in predictions.items():
+        for (model_spec, spec), (samples, texts, nll) in written.items():
             name = out.with_name(f"{out.stem}.{_slug(Path(model_spec).name)}.{_slug(spec)}.jsonl")
-            name.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_predictions(name, samples, texts, nll)
             files[f"{model_spec} | {spec}"] = name.name
         out.write_text(json.dumps({"metrics": results, "predictions": files, "split": cfg.split,
                                    "generation": settings.__dict__}, indent=2) + "\n")
     return results
 
 
-def read_predictions(path: Path) -> dict[str, str]:
-    return {str(row["id"]): str(row["prediction"])
-            for _, row in read_jsonl_rows(path, "predictions", ("id", "prediction"))}
-
-
 def score_predictions_file(cfg: EvalRecipe, path: Path, out: Path | None = None,
                            force: bool = False) -> dict[str, dict[str, dict[str, float]]]:
-    """Score saved predictions (ours or another tool's) against one dataset."""
+    """Score saved predictions (ours or another tool's) against one dataset, with no model."""
     _check_out(out, force)
     if len(cfg.data) != 1:
         raise UserError("--predictions scores one dataset: give exactly one --data SPEC")
     spec = cfg.data[0]
     samples = _samples(cfg, spec)
     found = read_predictions(path)
-    ids = {s.id for s in samples}
-    missing = [s.id for s in samples if s.id not in found]
-    unknown = [i for i in found if i not in ids]
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} dataset ids have no prediction (e.g. {', '.join(missing[:3])})")
-        if unknown:
-            parts.append(f"{len(unknown)} predictions have ids not in {spec} (e.g. {', '.join(unknown[:3])})")
-        raise UserError(f"{path}: " + "; ".join(parts))
-    metrics: dict[str, Any] = score(metric_family(spec), samples, [found[s.id] for s in samples])
+    nll = found.nll if found.nll and metric_family(spec) == "text" else None
+    if nll is not None and len(nll) != len(found.texts):
+        raise UserError(f"{path}: {len(found.texts) - len(nll)} lines lack 'nll'/'tokens' while others have them; "
+                        f"perplexity needs them on every line")
+    metrics: dict[str, Any] = score(spec, samples, found.texts, nll=nll)
     results = {spec: {path.name: metrics}}
     if out is not None:
-        out.write_text(json.dumps({"metrics": results}, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"metrics": results, "predictions": str(path), "split": cfg.split}, indent=2) + "\n")
     return results
