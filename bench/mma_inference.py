@@ -52,7 +52,7 @@ def main() -> None:
                                                [s.prompt for s in chunk], [s.answer for s in chunk]))
     # The base: the same VPG + LLM the adapters were trained on, with no adapters at all.
     ref = read_artifact(args.adapters, verify=False).manifest["inputs"]["base"]["source"]
-    blip2, *_ = load_base(ref, "qformer")
+    blip2 = load_base(ref, "qformer").blip2
     base_model = MMAModel(blip2.language_model, QFormerFrontEnd(blip2)).eval()
     t_base = timed(base_model, batches, args.repeats)
     t_merged = timed(merged.model, batches, args.repeats)

@@ -105,3 +105,40 @@ def test_clip_mma_model_trains_saves_and_generates(tmp_path: Path) -> None:
         tiny_lavin("block").load_trainable(saved)
     new = model.generate_ids({k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=3, pad_token_id=0)
     assert new.shape == (2, 3)
+
+
+def test_tune_mma_with_the_clip_front_end_trains_merges_and_evaluates(quick_world: Path, tmp_path: Path) -> None:
+    """--front-end clip end to end: an LLM + a CLIP folder -> adapters -> merged plain LLM folder + front end."""
+    import json
+
+    from cli_helpers import invoke
+    from transformers import AutoModelForCausalLM, CLIPImageProcessor
+
+    from vltool.artifacts import read_artifact
+    from vltool.data.specs import load_spec
+    from vltool.models.predictors import GenerationSettings, load_predictor
+
+    clip = tmp_path / "clip"
+    tiny_clip(4).save_pretrained(str(clip))
+    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(str(clip))
+    mma = tmp_path / "mma"
+    invoke(["tune-mma", "-r", "demo/tune-mma", "--model", "demo-llama", "--front-end", "clip", "--vision", str(clip),
+            "--out", str(mma), "visual_tokens=2", "adapter.vision=true", "adapter.placement=attn",
+            "train.max_steps=2", "train.batch_size=8", "data.max_train_samples=24", "data.val=[]"])
+    art = read_artifact(mma)
+    assert art.manifest["metrics"]["steps"] == 2 and set(art.manifest["inputs"]) == {"base", "vision"}
+    tensors = load_file(mma / "adapters.safetensors")
+    assert any(k.startswith("front_end.vision.") and ".adapter." in k for k in tensors)  # vision adapters train
+    d = AutoModelForCausalLM.from_pretrained(art.manifest["inputs"]["base"]["source"]).config.hidden_size
+    projector = sum(t.numel() for k, t in tensors.items() if k.startswith("front_end.projector."))
+    assert projector == 32 * 128 + 128 + 128 * d + d  # LaVIN's Linear(vision->128)-SiLU-Linear(128->d)
+
+    merged = tmp_path / "merged"
+    invoke(["merge", str(mma), "--out", str(merged), "--modality", "image"])
+    assert read_artifact(merged).manifest["front_end"] == "clip"
+    plain = AutoModelForCausalLM.from_pretrained(str(merged))  # plain transformers loads the merged LLM
+    assert plain.config.attention_bias is True and json.loads((merged / "front_end" / "mma.json").read_text())
+    samples = [s for s in load_spec("demo:sqa", "val") if s.image][:3]
+    settings = GenerationSettings(max_new_tokens=6)
+    assert load_predictor(str(merged)).generate(samples, settings) == load_predictor(str(mma)).generate(samples,
+                                                                                                     settings)

@@ -149,6 +149,28 @@ def _blip2_predictor(name: str, model, tokenizer, image_processor) -> Predictor:
     return Predictor(name, model.language_model, tokenizer, model, image_preprocessor(image_processor), layout)
 
 
+def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
+    """A merged LaVIN-style model: the plain merged LLM folder + ``front_end/`` (CLIP, vision adapters, MLP)."""
+    from safetensors.torch import load_file
+    from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
+
+    from vltool.models.mma.build import settings_from
+    from vltool.models.mma.clip_frontend import ClipFrontEnd
+    from vltool.models.mma.inject import inject_vision
+    from vltool.models.mma.mllm import MMAModel
+
+    front = path / "front_end"
+    config = json.loads((front / "mma.json").read_text())
+    lm = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    vision = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(front)))
+    if config["adapter"]["vision"]:
+        inject_vision(vision, settings_from(config["adapter"]))
+    front_end = ClipFrontEnd(vision, lm.config.hidden_size, config.get("visual_tokens", 6))
+    front_end.load_state_dict(load_file(str(front / "front_end.safetensors")))
+    return MMAPredictor(spec, MMAModel(lm, front_end), AutoTokenizer.from_pretrained(str(path)),
+                        AutoImageProcessor.from_pretrained(str(front)), config.get("max_length", 512))
+
+
 def load_predictor(spec: str) -> Predictor:
     """A vpg artifact, an HF BLIP-2 folder (merged models too) or a causal LM alias/folder."""
     from transformers import (
@@ -183,7 +205,10 @@ def load_predictor(spec: str) -> Predictor:
             return MMAPredictor(spec, model, tokenizer, processor, config["max_length"])
         if kind != "model":
             raise UserError(f"{spec} is a {kind!r} artifact; eval takes vpg, adapters and merged models")
-        if read_artifact(path, verify=False).manifest.get("layout") == "lavin":
+        manifest = read_artifact(path, verify=False).manifest
+        if manifest.get("layout") == "lavin" and manifest.get("front_end") == "clip":
+            return _merged_clip_predictor(spec, path)
+        if manifest.get("layout") == "lavin":
             from vltool.models.mma.model import MMAModel, QFormerFrontEnd
 
             blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path))

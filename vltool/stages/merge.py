@@ -36,31 +36,52 @@ def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
 
 
 def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Path:
-    """Fold the MM-Adapters for one modality into the LLM; write a BLIP-2 folder in LaVIN's layout."""
-    import torch
+    """Fold the MM-Adapters for one modality into the LLM's linear layers and write a standalone folder.
+
+    Q-Former front end: a ``Blip2ForConditionalGeneration`` folder in LaVIN's layout. CLIP front
+    end: the merged LLM as a plain ``LlamaForCausalLM`` / ``OPTForCausalLM`` folder, with LaVIN's
+    visual front end (CLIP tower, its per-image vision adapters, the projection MLP) beside it in
+    ``front_end/`` for vltool to feed images.
+    """
+    import json
+
+    from safetensors.torch import save_file
     from transformers import Blip2Processor
 
     from vltool.artifacts.fingerprint import fingerprint_path
     from vltool.models import vlm
-    from vltool.models.mma.fold import check_finite, plain_lm
     from vltool.models.mma.loading import load_adapters
+    from vltool.models.mma.merge import merge_lm, require_foldable_front_end
 
     model, tokenizer, processor, config = load_adapters(artifact)
-    check_finite(model)
-    code = {"text": 0, "image": 1}[modality]
-    with torch.no_grad():
-        model.route(torch.tensor([code]))
-    lm = plain_lm(model.lm, config["adapter"]["placement"])
-    fe = model.front_end
-    blip2 = vlm.assemble(fe.vision_model, fe.qformer, fe.query_tokens, fe.projector, lm,
-                         tokenizer.convert_tokens_to_ids("<image>"))
+    if config["front_end"] == "qformer":
+        require_foldable_front_end(model.front_end)  # before any work: vision adapters route per image
+    result = merge_lm(model, modality)  # checks for NaN/inf, folds in place
     with ArtifactWriter(out, "model", force=force) as writer:
-        blip2.save_pretrained(str(writer.path))
-        Blip2Processor(image_processor=processor, tokenizer=tokenizer,
-                       num_query_tokens=blip2.config.num_query_tokens).save_pretrained(str(writer.path))
+        if config["front_end"] == "qformer":
+            fe = model.front_end
+            blip2 = vlm.assemble(fe.vision_model, fe.qformer, fe.query_tokens, fe.projector, result.lm,
+                                 tokenizer.convert_tokens_to_ids("<image>"))
+            blip2.save_pretrained(str(writer.path))
+            Blip2Processor(image_processor=processor, tokenizer=tokenizer,
+                           num_query_tokens=blip2.config.num_query_tokens).save_pretrained(str(writer.path))
+            fmt = "Blip2ForConditionalGeneration"
+        else:
+            result.lm.save_pretrained(str(writer.path))
+            tokenizer.save_pretrained(str(writer.path))
+            front = writer.path / "front_end"
+            front.mkdir()
+            save_file({k: v.detach().contiguous().cpu() for k, v in model.front_end.state_dict().items()},
+                      str(front / "front_end.safetensors"))
+            model.front_end.vision.config.save_pretrained(str(front))
+            processor.save_pretrained(str(front))
+            (front / "mma.json").write_text(json.dumps(config, indent=2) + "\n")
+            fmt = type(result.lm).__name__
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="adapters")
-        writer.manifest.update({"format": "Blip2ForConditionalGeneration", "layout": "lavin", "modality": modality,
-                                "note": "prompts follow LaVIN: [BOS] 'Image:' <image> x Q, prompt"})
+        writer.manifest.update({"format": fmt, "layout": "lavin", "front_end": config["front_end"],
+                                "modality": modality, "merge": result.message,
+                                "note": "prompts follow LaVIN: [BOS] 'Image:' + visual tokens (or 'Image: N/A'), "
+                                        "then the prompt"})
     return out
 
 

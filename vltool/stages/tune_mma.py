@@ -51,8 +51,10 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     ensure_writable(out, force)
     if not cfg.data.train:
         raise UserError("no training data: pass --data SPEC (e.g. --data demo:sqa --data demo:text)")
-    blip2, tokenizer, processor, base_ref = loading.load_base(cfg.model, cfg.front_end)
-    model = loading.build(blip2, cfg.adapter.model_dump(), cfg.adapter.placement, cfg.adapter.vision)
+    base = loading.load_base(cfg.model, cfg.front_end, cfg.vision)
+    tokenizer, processor = base.tokenizer, base.processor
+    model = loading.build(base, cfg.adapter.model_dump(), cfg.adapter.placement, cfg.adapter.vision,
+                          cfg.visual_tokens)
     loading.set_trainable(model)
     preprocess = image_preprocessor(processor)
     train_samples, data_report = _samples(cfg, cfg.data.train, "train", cfg.data.max_train_samples)
@@ -101,7 +103,10 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
             writer.save_json("configs/mma.json", {"front_end": cfg.front_end, "adapter": cfg.adapter.model_dump(),
                                                   "max_length": cfg.max_length,
                                                   "visual_tokens": trained.front_end.num_tokens})
-            writer.add_input("base", base_ref["source"], base_ref["fingerprint"], what="frozen base model")
+            writer.add_input("base", base.ref["source"], base.ref["fingerprint"], what="frozen base model")
+            if base.vision_ref is not None:
+                writer.add_input("vision", base.vision_ref["source"], base.vision_ref["fingerprint"],
+                                 what="frozen CLIP vision model")
             writer.manifest["recipe"] = cfg.model_dump(mode="json")
             writer.manifest["metrics"] = metrics
             writer.manifest["seed"] = cfg.train.seed

@@ -1,27 +1,55 @@
-"""Building an MMA model from its base (a vpg artifact or an HF BLIP-2 folder) and an adapters artifact."""
+"""Building an MMA model from its base and reading an adapters artifact back.
+
+Two front ends (``--front-end``):
+
+* ``qformer``: the base is a vltool ``vpg`` artifact or an HF BLIP-2 folder, whose ViT, Q-Former,
+  query tokens and projector feed the adapted LLM (the card's VPGTrans -> MMA pipeline);
+* ``clip``: LaVIN's own; the base is a causal LM (alias or HF folder) and ``--vision`` a
+  transformers CLIP folder (a CLIPVisionModel or a whole CLIPModel) or the ``clip-vit-l14`` alias.
+
+``Base`` carries what was loaded plus the fingerprinted references that an ``adapters``
+artifact records, so reading the artifact back rebuilds exactly the model that was trained.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from vltool.artifacts import is_artifact, read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
-from vltool.errors import NotImplementedYet, UserError
-from vltool.models.mma.build import build_qformer_mma, settings_from
+from vltool.errors import UserError
+from vltool.models.mma.build import build_clip_mma, build_qformer_mma, settings_from
 from vltool.models.mma.mllm import MMAModel
 
 
-def load_base(spec: str, front_end: str) -> tuple[Any, Any, Any, dict[str, str]]:
-    """(blip2 model, tokenizer, image processor, reference) for the Q-Former front end."""
+@dataclass
+class Base:
+    """A frozen base for MM-Adapters: the LLM, its tokenizer, an image processor, and references."""
+
+    front_end: str
+    lm: nn.Module
+    tokenizer: Any
+    processor: Any
+    ref: dict[str, str]
+    blip2: Any = None  # qformer: the whole BLIP-2 model (its lm is ``lm``)
+    vision: nn.Module | None = None  # clip: the CLIP vision tower
+    vision_ref: dict[str, str] | None = None
+
+
+def _ref(path: Path) -> dict[str, str]:
+    return {"source": str(Path(path).resolve()), "fingerprint": fingerprint_path(Path(path))}
+
+
+def _qformer_base(spec: str) -> Base:
     from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
 
     from vltool.models import vlm
     from vltool.sources.vpg_source import _folder, load_target, load_vpg_artifact
 
-    if front_end != "qformer":
-        raise NotImplementedYet("tune-mma training with the clip front end is not implemented yet; "
-                                "--dry-run works, and --front-end qformer trains")
     path = _folder(spec, "source", "--model")
     if is_artifact(path):
         if read_artifact(path, verify=False).kind != "vpg":
@@ -31,26 +59,67 @@ def load_base(spec: str, front_end: str) -> tuple[Any, Any, Any, dict[str, str]]
         blip2 = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
                              tokenizer.convert_tokens_to_ids("<image>"))
         processor = source.image_processor
-    elif (path / "config.json").is_file():
+    elif (path / "config.json").is_file() and '"blip-2"' in (path / "config.json").read_text():
         blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path))
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         processor = AutoImageProcessor.from_pretrained(str(path))
     else:
-        raise UserError(f"--model {spec}: expected a vpg artifact or an HF BLIP-2 folder")
-    return blip2.eval(), tokenizer, processor, {"source": str(Path(path).resolve()), "fingerprint": fingerprint_path(path)}
+        raise UserError(f"--model {spec}: expected a vpg artifact or an HF BLIP-2 folder for the qformer front end "
+                        f"(for a plain LLM use --front-end clip with --vision)")
+    blip2.eval()
+    return Base("qformer", blip2.language_model, tokenizer, processor, _ref(path), blip2=blip2)
 
 
-def build(blip2, adapter: dict[str, Any], placement: str, vision: bool) -> MMAModel:
-    """The Q-Former-front-end MMA model (adapters injected, only the MMA tensors trainable).
+def _vision_folder(vision: str | None) -> Path:
+    from vltool.sources.aliases import find_alias, resolve_alias
 
-    Vision adapters stay refused on this path until ``vltool merge`` checks
-    ``merge.require_foldable_front_end`` (they cannot be folded into a plain BLIP-2 ViT, and the
-    current merge stage would drop them silently); ``build.build_qformer_mma`` supports them.
-    """
-    if vision:
-        raise NotImplementedYet("vision-side MM-Adapters with the qformer front end are not wired into the "
-                                "stages yet; set adapter.vision=false")
-    return build_qformer_mma(blip2, settings_from(adapter), placement, vision)
+    if not vision:
+        raise UserError("the clip front end needs --vision: an HF CLIP folder (e.g. openai/clip-vit-large-patch14, "
+                        "as LaVIN uses) or the alias clip-vit-l14")
+    path = Path(vision).expanduser()
+    if path.exists():
+        return path
+    if find_alias(vision, "vision"):
+        return resolve_alias(vision, "vision", "--vision")
+    raise UserError(f"--vision {vision}: no such folder or vision alias (known: clip-vit-l14)")
+
+
+def _clip_base(spec: str, vision: str | None) -> Base:
+    from transformers import AutoImageProcessor, CLIPVisionModel
+
+    from vltool.sources.vpg_source import load_target
+
+    folder = _vision_folder(vision)
+    config = folder / "config.json"
+    if not config.is_file() or '"clip' not in config.read_text():
+        raise UserError(f"--vision {vision}: {folder} is not a transformers CLIP folder (config.json with "
+                        f"model_type clip or clip_vision_model)")
+    tower = CLIPVisionModel.from_pretrained(str(folder)).eval()
+    try:
+        processor = AutoImageProcessor.from_pretrained(str(folder))
+    except (OSError, ValueError):
+        raise UserError(f"--vision {vision}: {folder} has no preprocessor_config.json (the CLIP image "
+                        f"processor)") from None
+    lm, tokenizer, llm_path = load_target(spec)
+    return Base("clip", lm, tokenizer, processor, _ref(llm_path), vision=tower, vision_ref=_ref(folder))
+
+
+def load_base(spec: str, front_end: str, vision: str | None = None) -> Base:
+    """The frozen base of ``--front-end``: qformer (vpg artifact / BLIP-2 folder) or clip (LLM + CLIP)."""
+    if front_end == "qformer":
+        return _qformer_base(spec)
+    if front_end == "clip":
+        return _clip_base(spec, vision)
+    raise UserError(f"--front-end {front_end!r}: expected qformer or clip")
+
+
+def build(base: Base, adapter: dict[str, Any], placement: str, vision_adapters: bool,
+          visual_tokens: int = 6) -> MMAModel:
+    """The MMA model on ``base``: adapters injected, only the MMA tensors trainable."""
+    settings = settings_from(adapter)
+    if base.front_end == "clip":
+        return build_clip_mma(base.lm, base.vision, settings, placement, visual_tokens, vision_adapters)
+    return build_qformer_mma(base.blip2, settings, placement, vision_adapters)
 
 
 def set_trainable(model: MMAModel) -> None:
@@ -63,14 +132,19 @@ def trainable_state(model: MMAModel) -> dict[str, Any]:
 
 
 def load_adapters(path: Path) -> tuple[MMAModel, Any, Any, dict]:
-    """An adapters artifact back as a ready MMA model (base checked by fingerprint)."""
+    """An adapters artifact back as a ready MMA model (base and vision tower checked by fingerprint)."""
     from vltool.sources.vpg_source import check_reference
 
     art = read_artifact(path, kinds=("adapters",))
     config = art.json("configs/mma.json")
-    base_ref = art.manifest["inputs"]["base"]
-    check_reference(base_ref, "base model", path)
-    blip2, tokenizer, processor, _ = load_base(base_ref["source"], config["front_end"])
-    model = build(blip2, config["adapter"], config["adapter"]["placement"], config["adapter"]["vision"])
+    inputs = art.manifest["inputs"]
+    check_reference(inputs["base"], "base model", path)
+    vision = None
+    if config["front_end"] == "clip":
+        check_reference(inputs["vision"], "CLIP vision model", path)
+        vision = inputs["vision"]["source"]
+    base = load_base(inputs["base"]["source"], config["front_end"], vision)
+    model = build(base, config["adapter"], config["adapter"]["placement"], config["adapter"]["vision"],
+                  config.get("visual_tokens", 6))
     model.load_trainable(art.tensors("adapters.safetensors"), f"adapters artifact {path}")
-    return model.eval(), tokenizer, processor, config
+    return model.eval(), base.tokenizer, base.processor, config
