@@ -365,12 +365,15 @@ def zoo_build(
     force: bool = typer.Option(False, "--force", help="rebuild even if the cached world is valid"),
     seed: int = typer.Option(0, help="the world's seed"),
     quick: bool = typer.Option(False, "--quick", help="the small world of 'vltool demo --quick' and the tests"),
+    only: str | None = typer.Option(None, "--only", help="comma-separated models to build (plus what they need), "
+                                                         "e.g. demo-llama,demo-blip2-opt-s"),
 ) -> None:
     """Build (or verify) the demo world: images, tokenizers, tiny LMs and the source BLIP-2 model."""
     from vltool.stages import zoo
     from vltool.ui.tables import rows_table
 
-    info = _run_stage(zoo.build, seed=seed, force=force, quick=quick)
+    models = [m.strip() for m in only.split(",") if m.strip()] if only else None
+    info = _run_stage(zoo.build, seed=seed, force=force, quick=quick, only=models)
     console.print(rows_table("demo world", ["item", "value"], info["rows"]))
 
 

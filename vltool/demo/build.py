@@ -174,12 +174,26 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def wanted_jobs(only: list[str] | None) -> tuple[str, ...]:
+    """The model jobs ``only`` names plus what they need (None: all), in priority order."""
+    if not only:
+        return JOB_ORDER
+    unknown = [name for name in only if name not in JOB_ORDER]
+    if unknown:
+        raise UserError(f"--only {', '.join(unknown)}: not a demo world model; expected some of "
+                        f"{', '.join(JOB_ORDER)}")
+    wanted = set(only) | {need for name in only for need in NEEDS.get(name, ())}
+    return tuple(j for j in JOB_ORDER if j in wanted)
+
+
 def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = None,
-                home: Path | None = None, quick: bool = False, workers: int | None = None) -> dict[str, Any]:
+                home: Path | None = None, quick: bool = False, workers: int | None = None,
+                only: list[str] | None = None) -> dict[str, Any]:
     """Build everything the demo aliases resolve to; returns the summary also written to world.json.
 
     ``quick`` builds the small world of the tests and ``vltool demo --quick`` (its own folder).
     ``workers``: training processes (default one per core, at most 4; 1 = in this process).
+    ``only``: build just these models (and what they need); ``vltool demo`` needs no demo-opt-l.
     """
     from vltool.demo import datasets, tokenizers
 
@@ -204,7 +218,8 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
 
     items["tokenizers"] = build_item(root / "tokenizers", make_tokenizers, force)
 
-    jobs = [j for j in JOB_ORDER if force or not is_built(item_path(root, j))]
+    selected = wanted_jobs(only)
+    jobs = [j for j in selected if force or not is_built(item_path(root, j))]
     # the quick world's jobs take seconds: starting worker processes would cost more than it saves
     workers = min(workers or (1 if quick else default_workers()), len(jobs))
     if jobs:
@@ -213,12 +228,14 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
         items.update(_run_jobs(jobs, root, seed, profile, force, workers, progress))
         reporter.finish()
     for job in JOB_ORDER:
-        if job not in items:
+        if job not in items and is_built(item_path(root, job)):
             items[job] = json.loads((item_path(root, job) / ITEM_MANIFEST).read_text())
     if not jobs and not force and (root / "world.json").is_file():
-        return json.loads((root / "world.json").read_text())
+        recorded = json.loads((root / "world.json").read_text())
+        if set(recorded["items"]) >= set(items):
+            return recorded
     summary = {"root": str(root), "seed": seed, "quick": quick, "profile": profile.name,
-               "items": {k: items[k] for k in ("data", "tokenizers", *JOB_ORDER)},
+               "items": {k: items[k] for k in ("data", "tokenizers", *JOB_ORDER) if k in items},
                "build_s": round(time.perf_counter() - started, 2),
                "build_cpu_s": round(time.process_time() - cpu + sum(
                    items[j].get("build_cpu_s", 0) for j in jobs if workers > 1), 2)}

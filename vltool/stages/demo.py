@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.artifacts import ensure_writable
+from vltool.errors import UserError
 from vltool.eval.curves import read_curve, speedup
 from vltool.stages import report as rep
 
@@ -33,6 +34,14 @@ PROFILES = {
 }
 
 
+# Steps that run as a background process beside the main chain (as recipes/demo.sh does with `&`):
+# the from-scratch arm needs nothing but the world, and one thread each for two jobs uses 2 cores
+# better than two threads for one job (tiny models).
+BACKGROUND = ("from scratch",)
+NEEDS_BACKGROUND = "eval"  # the first step that reads a background step's output
+DEMO_MODELS = "demo-llama,demo-blip2-opt-s"  # what the demo needs (demo-opt-l is for other recipes)
+
+
 def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
     """The pipeline as (step name, vltool argv), the same lines recipes/demo.sh runs."""
     p = PROFILES["quick" if quick else "full"]
@@ -43,12 +52,12 @@ def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
                 "--data", "demo:caption", "--data", "demo:vqa", "--data", "demo:sqa", "--data", "demo:text",
                 "--max-samples", p["eval_samples"], "--out", str(out / "eval" / "eval.json"), "--force"]
     return [
-        ("zoo build", ["zoo", "build", *(["--quick"] if quick else [])]),
+        ("zoo build", ["zoo", "build", "--only", DEMO_MODELS, *(["--quick"] if quick else [])]),
         ("warmup", ["warmup", "-r", RECIPE, "--out", str(runs / "warmup"), "--force", *p["warmup"]]),
-        ("transfer", ["transfer", "-r", RECIPE, "--from-warmup", str(runs / "warmup"),
-                      "--out", str(runs / "transfer"), "--force", *p["transfer"]]),
         ("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--out", str(runs / "scratch"), "--force",
                           *p["scratch"]]),
+        ("transfer", ["transfer", "-r", RECIPE, "--from-warmup", str(runs / "warmup"),
+                      "--out", str(runs / "transfer"), "--force", *p["transfer"]]),
         ("merge", ["merge", str(runs / "transfer"), "--out", str(runs / "merged"), "--force"]),
         ("tune-mma", ["tune-mma", *mma_common, "--out", str(runs / "mma")]),
         ("tune-mma, one shared adapter", ["tune-mma", *mma_common, "--no-router", "--out", str(runs / "mma-shared")]),
@@ -215,11 +224,48 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
               "## Commands run", "", "```bash"]
     lines += ["vltool " + " ".join(shlex.quote(a) for a in argv) for _, argv in cmds]
     lines += ["```", "", "## Wall time (s)", ""]
-    lines += [f"- {k}: {v:.1f}" for k, v in report["timings_s"].items()]
+    lines += [f"- {k}: {v:.1f}" + (" (a background process, overlapping the steps after it)" if k in BACKGROUND
+                                   else "") for k, v in report["timings_s"].items()]
     return "\n".join(lines) + "\n"
 
 
+class _Background:
+    """A pipeline step run as ``python -m vltool ...`` beside the main chain, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        import subprocess
+        import sys
+
+        self.name, self.log = name, log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = log.open("w")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "vltool", *argv], stdout=self.handle,
+                                     stderr=subprocess.STDOUT, env=env)
+        self.started = time.perf_counter()
+        self.seconds: float | None = None
+
+    def wait(self) -> float:
+        rc = self.proc.wait()
+        self.handle.close()
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started
+        if rc != 0:
+            lines = [line for line in self.log.read_text().splitlines() if line.strip()]
+            raise UserError(f"demo step '{self.name}' failed (exit {rc}): {lines[-1] if lines else 'no output'} "
+                            f"(full log: {self.log})")
+        return self.seconds
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.handle.close()
+
+
 def run(out: Path, quick: bool = False, force: bool = False, console: Any = None) -> Path:
+    import torch
+
     from vltool.cli import app
 
     out = Path(out)
@@ -229,13 +275,36 @@ def run(out: Path, quick: bool = False, force: bool = False, console: Any = None
     os.environ["VLTOOL_DEMO_PROFILE"] = "quick" if quick else "full"
     cmds = commands(out, quick)
     timings: dict[str, float] = {}
+    background: list[_Background] = []
+    threads = torch.get_num_threads()
     started = time.perf_counter()
-    for name, argv in cmds:
-        if console is not None:
-            console.rule(f"[bold]{name}[/bold]: vltool {' '.join(argv)}")
-        step = time.perf_counter()
-        app(argv, standalone_mode=False)
-        timings[name] = time.perf_counter() - step
+    try:
+        for name, argv in cmds:
+            if name == NEEDS_BACKGROUND and background:
+                if console is not None:
+                    console.rule(f"waiting for: {', '.join(b.name for b in background)}")
+                for job in background:
+                    timings[job.name] = job.wait()
+                background.clear()
+                torch.set_num_threads(threads)
+            if name in BACKGROUND:
+                job = _Background(name, argv, out / "logs" / f"{name.replace(' ', '-')}.log")
+                background.append(job)
+                torch.set_num_threads(1)  # the other core is the background job's
+                if console is not None:
+                    console.rule(f"[bold]{name}[/bold] (in the background, log {job.log}): vltool {' '.join(argv)}")
+                continue
+            if background and all(job.proc.poll() is not None for job in background):
+                torch.set_num_threads(threads)  # the background steps are done: both cores are ours again
+            if console is not None:
+                console.rule(f"[bold]{name}[/bold]: vltool {' '.join(argv)}")
+            step = time.perf_counter()
+            app(argv, standalone_mode=False)
+            timings[name] = time.perf_counter() - step
+    finally:
+        for job in background:
+            job.stop()
+        torch.set_num_threads(threads)
     timings["total"] = time.perf_counter() - started
     report = summarise(out, timings)
     report["profile"] = "quick" if quick else "full"

@@ -18,11 +18,12 @@ def list_rows() -> list[list[Any]]:
     return rows
 
 
-def build(seed: int = 0, force: bool = False, quick: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Build the demo world and summarise each item's quality and build time."""
+def build(seed: int = 0, force: bool = False, quick: bool = False, only: list[str] | None = None,
+          reporter: Reporter | None = None) -> dict[str, Any]:
+    """Build the demo world (or only some of its models) and summarise each item's quality and build time."""
     from vltool.demo.build import build_world
 
-    summary = build_world(seed=seed, force=force, reporter=reporter, quick=quick)
+    summary = build_world(seed=seed, force=force, reporter=reporter, quick=quick, only=only)
     rows: list[list[Any]] = [["folder", summary["root"]]]
     for name, info in summary["items"].items():
         metrics = info.get("metrics", {})
