@@ -20,6 +20,7 @@ from vltool.artifacts import ensure_writable
 from vltool.errors import UserError
 from vltool.eval.curves import read_curve, speedup
 from vltool.stages import report as rep
+from vltool.stages.demo_findings import findings
 
 RECIPE = "demo/transfer-opt-s-to-llama"
 PROFILES = {
@@ -183,6 +184,7 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
         "on a laptop CPU. It shows the *mechanisms* working end to end; it cannot reproduce real-scale",
         "numbers, which need the real checkpoints (BLIP-2 OPT-2.7B, Vicuna-7B, ...) and GPUs.", "",
         *([QUICK_NOTE, ""] if quick else []),
+        *findings(report),
         "## VPGTrans: demo-blip2-opt-s -> demo-llama (different tokenizer)", "",
         "| measure | this demo | paper |", "| --- | --- | --- |",
         f"| speed-up to the from-scratch arm's best val loss | {fmt(v['speedup'])}x "
