@@ -63,3 +63,18 @@ def test_wrong_kinds_and_broken_folders_are_named(tmp_path: Path) -> None:
     (folder(tmp_path, "badjson") / "config.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         resolve_target(str(tmp_path / "badjson"))
+
+
+def test_a_bare_alias_name_wins_over_a_same_named_folder_in_the_cwd(tmp_path, monkeypatch) -> None:
+    """A stray ./opt6.7b folder must not silently replace the alias; ./opt6.7b names the folder."""
+    from vltool.sources.aliases import names_alias
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opt6.7b").mkdir()
+    assert names_alias("opt6.7b", "target") and not names_alias("./opt6.7b", "target")
+    assert not names_alias("opt6.7b/", "target") and not names_alias("no-such-alias")
+    with pytest.raises(UserError, match="opt6.7b") as err:  # the alias is looked up (absent offline), not the folder
+        resolve_target("opt6.7b")
+    assert "empty" not in str(err.value) and "config.json" not in str(err.value)
+    with pytest.raises(UserError, match="config.json|causal LM|not"):
+        resolve_target("./opt6.7b")  # the folder itself: an empty folder is refused as such

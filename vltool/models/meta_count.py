@@ -72,20 +72,20 @@ def _folder_arch(path: Path, role: str) -> dict[str, Any] | None:
 def _arch_of(spec: str, role: str) -> dict[str, Any]:
     """The architecture behind an alias (shipped JSON) or a local HF folder (its config.json)."""
     from vltool.errors import UserError
-    from vltool.sources.aliases import find_alias
+    from vltool.sources.aliases import alias_path, find_alias, names_alias
 
-    path = Path(spec).expanduser()
+    alias = find_alias(spec, role) if names_alias(spec, role) else None
+    if alias is not None and alias.arch is not None:
+        return arch(alias.arch)  # a real-scale alias: its shipped architecture, no download needed
+    path = (alias_path(alias) if alias is not None else None) or Path(spec).expanduser()
     if path.is_dir():
         found = _folder_arch(path, role)
         if found is not None:
             return found
         raise UserError(f"--dry-run: {spec} has no config.json of a {'BLIP-2 model' if role == 'source' else 'causal LM'}"
                         f"; pass an alias or an HF folder")
-    alias = find_alias(spec, role)
-    if alias is None or alias.arch is None:
-        raise UserError(f"--dry-run needs a real-scale {role} alias with a shipped architecture or a local HF folder; "
-                        f"{spec!r} is neither")
-    return arch(alias.arch)
+    raise UserError(f"--dry-run needs a real-scale {role} alias with a shipped architecture or a local HF folder; "
+                    f"{spec!r} is neither")
 
 
 arch_for = _arch_of

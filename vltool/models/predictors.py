@@ -183,8 +183,10 @@ def load_predictor(spec: str) -> Predictor:
     from vltool.artifacts import is_artifact, read_artifact
     from vltool.sources.aliases import find_alias, resolve_alias
 
+    from vltool.sources.aliases import names_alias
+
     path = Path(spec).expanduser()
-    if not path.exists():
+    if not path.exists() or names_alias(spec):
         role = "source" if find_alias(spec, "source") and not find_alias(spec, "target") else "target"
         path = resolve_alias(spec, role, "MODEL")
     if is_artifact(path):

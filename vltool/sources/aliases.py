@@ -98,6 +98,19 @@ def _present(path: Path) -> bool:
     return path.is_file() or (path / "config.json").is_file() or (path / "manifest.json").is_file()
 
 
+def names_alias(spec: str, role: str | None = None) -> bool:
+    """True when ``spec`` is a bare alias name (in ``role``, or any role).
+
+    A bare name means the alias even if a folder of that name sits in the working directory
+    (``./name`` means the folder): a stray ``demo-opt-l/`` in the cwd must not silently replace
+    the model a recipe names.
+    """
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")):
+        return False
+    roles = [role] if role else sorted({a.role for a in all_aliases()})
+    return any(find_alias(spec, r) is not None for r in roles)
+
+
 def alias_path(alias: Alias) -> Path | None:
     """Where an alias lives on this machine, or None when it is not there (no network, ever)."""
     if alias.hub_id is not None:

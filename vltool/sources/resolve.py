@@ -108,8 +108,10 @@ def classify(path: Path, spec: str, flag: str, alias: str | None = None) -> Reso
 
 def resolve(spec: str, role: str, flag: str, allowed: Sequence[SourceKind] | None = None) -> ResolvedSource:
     """Resolve ``spec`` (path or alias in ``role``) and check it is one of the ``allowed`` kinds."""
+    from vltool.sources.aliases import names_alias
+
     path = Path(spec).expanduser()
-    if path.exists():
+    if path.exists() and not names_alias(spec, role):
         found = classify(path, spec, flag)
     else:
         looks_like_path = "/" in spec or spec.startswith((".", "~")) or path.suffix in CHECKPOINT_SUFFIXES

@@ -39,8 +39,10 @@ class VPGSource:
 
 def _folder(spec: str, role: str, flag: str) -> Path:
     """The local path behind ``spec`` (a path, or an alias in ``role``), whatever it holds."""
+    from vltool.sources.aliases import names_alias
+
     path = Path(spec).expanduser()
-    return path if path.exists() else resolve_alias(spec, role, flag)
+    return path if path.exists() and not names_alias(spec, role) else resolve_alias(spec, role, flag)
 
 
 def load_blip2_folder(path: Path) -> VPGSource:
