@@ -49,6 +49,11 @@ class Predictor:
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 
+    def to(self, device: torch.device | str) -> Predictor:
+        """Move the whole model (VPG and LLM, or the MMA model) to ``device``; inputs follow it."""
+        (self.blip2 if self.blip2 is not None else self.lm).to(device)
+        return self
+
     def _generate_text(self, prompts: list[str], cfg: GenerationSettings) -> list[str]:
         batch = self.text.generation_batch(prompts)
         out = self.lm.generate(input_ids=batch["input_ids"].to(self.device),

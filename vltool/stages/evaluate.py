@@ -49,8 +49,11 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
                                   cfg.eval.num_beams)
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
+    from accelerate import PartialState
+
+    device = PartialState().device  # the GPU when there is one (or what `accelerate launch` assigns)
     for model_spec in models:
-        predictor = load_predictor(model_spec)
+        predictor = load_predictor(model_spec).to(device)
         for spec, samples in datasets.items():
             if predictor.blip2 is None and any(s.image is not None for s in samples):
                 reporter.log(f"skipping {spec} for {model_spec}: a text-only model cannot read its images")
@@ -72,7 +75,7 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
             write_predictions(name, samples, texts, nll)
             files[f"{model_spec} | {spec}"] = name.name
         out.write_text(json.dumps({"metrics": results, "predictions": files, "split": cfg.split,
-                                   "generation": settings.__dict__}, indent=2) + "\n")
+                                   "generation": settings.__dict__, "device": str(device)}, indent=2) + "\n")
     return results
 
 
