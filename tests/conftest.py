@@ -41,3 +41,14 @@ def quick_world(quick_world_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     monkeypatch.setenv("VLTOOL_HOME", str(quick_world_home))
     monkeypatch.setenv("VLTOOL_DEMO_PROFILE", "quick")
     return quick_world_home
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is far faster than two on a shared, busy 2-core CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

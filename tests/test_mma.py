@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny_lms
 import torch
 from cli_helpers import invoke
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import LlamaForCausalLM
 
 from vltool.errors import UserError
 from vltool.models.mma.adapter import MMAdapter
@@ -20,13 +21,10 @@ from vltool.models.mma.model import MMAModel
 
 
 def tiny_llama() -> LlamaForCausalLM:
-    return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        num_key_value_heads=4, intermediate_size=64, pad_token_id=0))
+    return tiny_lms.tiny_llama(kv_heads=4)
 
 
-def tiny_opt() -> OPTForCausalLM:
-    return OPTForCausalLM(OPTConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    ffn_dim=64, word_embed_proj_dim=32, pad_token_id=1))
+tiny_opt = tiny_lms.tiny_opt
 
 
 def test_adapter_starts_as_identity_and_has_lavins_shape() -> None:

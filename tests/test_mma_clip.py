@@ -18,14 +18,7 @@ from vltool.models.mma.inject import AdapterSettings, inject_vision, wrappers
 from vltool.models.mma.layout import IGNORE, VISUAL
 from vltool.models.mma.mllm import MMAModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is ~100x faster than two threads on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_clip(layers: int = 4) -> CLIPVisionModel:

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from vltool.models.mma.count import parameter_table, trainable_count
 from vltool.models.mma.lavin7b import LAVIN_7B_TRAINABLE, clip_vit_l14_config, llama7b_config, meta_lavin7b
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is ~100x faster than two threads on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_real_scale_configs() -> None:

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_lms import tiny_llama, tiny_opt
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
 from vltool.models.mma.inject import AdapterSettings, inject, wrappers
 from vltool.models.mma.layout import IGNORE, VISUAL
 from vltool.models.mma.mllm import MMAModel
 from vltool.models.mma.modality import modality_mask, modality_positions
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is ~100x faster than two threads on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        num_key_value_heads=2, intermediate_size=64, pad_token_id=0))
-
-
-def tiny_opt() -> OPTForCausalLM:
-    return OPTForCausalLM(OPTConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    ffn_dim=64, word_embed_proj_dim=32, pad_token_id=1))
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class FakeFrontEnd(nn.Module):
