@@ -162,11 +162,14 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
         rep.plot_curves(plots / f"transfer_vs_scratch_{metric}.png",
                         {"VPGTrans (warm-up + fine-tune)": t_curve, "from scratch": s_curve}, metric,
                         f"demo-blip2-opt-s -> demo-llama: validation {metric}")
-    caption = evals.get("demo:caption", {})
-    rep.plot_bars(plots / "quality_per_stage.png",
-                  {"after warm-up": warm["metrics"].get("final_attr_acc", 0.0),
-                   **{name: caption.get(path, {}).get("attr_acc", 0.0) for name, path in key.items()}},
-                  "caption attribute accuracy (%)", "demo caption quality per stage")
+    measures = {"caption attribute acc.": ("demo:caption", "attr_acc"), "ScienceQA-style acc.": ("demo:sqa", "accuracy"),
+                "text-only exact match": ("demo:text", "exact_match")}
+    groups: dict[str, dict[str, float | None]] = {"after warm-up": {"caption attribute acc.":
+                                                                    warm["metrics"].get("final_attr_acc")}}
+    for name, path in key.items():
+        groups[name] = {label: evals.get(spec, {}).get(path, {}).get(metric) for label, (spec, metric) in measures.items()}
+    rep.plot_bars(plots / "quality_per_stage.png", groups, "% (after warm-up: val split; others: test split)",
+                  "demo quality per stage: VPGTrans stages caption, MMA stages answer")
     return report
 
 

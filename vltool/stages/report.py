@@ -41,18 +41,28 @@ def plot_curves(path: Path, curves: dict[str, list[tuple[int, float]]], metric: 
     return path
 
 
-def plot_bars(path: Path, values: dict[str, float], ylabel: str, title: str) -> Path:
+def plot_bars(path: Path, groups: dict[str, dict[str, float | None]], ylabel: str, title: str) -> Path:
+    """Grouped bars: one group per stage, one bar per measure (a missing measure leaves a gap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    ax.bar(list(values), list(values.values()), color="#4c72b0")
-    for i, v in enumerate(values.values()):
-        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    measures = list(dict.fromkeys(m for values in groups.values() for m in values))
+    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
+    width = 0.8 / max(1, len(measures))
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
+    for k, measure in enumerate(measures):
+        xs = [i + (k - (len(measures) - 1) / 2) * width for i in range(len(groups))]
+        ys = [values.get(measure) for values in groups.values()]
+        kept = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        ax.bar([x for x, _ in kept], [y for _, y in kept], width, label=measure, color=colours[k % len(colours)])
+        for x, y in kept:
+            ax.text(x, y, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
