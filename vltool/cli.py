@@ -452,7 +452,7 @@ DEMO_EPILOG = """[bold]Examples[/bold]
 @app.command(epilog=DEMO_EPILOG)
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="report folder"),
-    quick: bool = typer.Option(False, "--quick", help="a ~90 s profile with fewer steps"),
+    quick: bool = typer.Option(False, "--quick", help="a smoke run (about 40 s on 2 cores) on a smaller world, with fewer steps"),
     force: bool = ForceOpt,
 ) -> None:
     """The whole pipeline on the demo world: warmup -> transfer (+ scratch baseline) -> tune-mma -> merge -> eval."""
