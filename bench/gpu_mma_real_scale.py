@@ -30,8 +30,8 @@ from torch.utils.data import Dataset
 from vltool.models.meta_count import text_config
 from vltool.models.mma.build import build_clip_mma
 from vltool.models.mma.inject import AdapterSettings, inject
-from vltool.models.mma.layout import VISUAL
 from vltool.models.mma.lavin7b import clip_vit_l14_config, llama7b_config
+from vltool.models.mma.layout import VISUAL
 from vltool.models.mma.merge import merge_lm
 from vltool.models.mma.mllm import MMAModel, mma_loss
 from vltool.training.loop import make_accelerator, train
@@ -157,7 +157,6 @@ def inference(args, device, dtype) -> dict:
                             "unmerged/base": round(fwd["unmerged"] / fwd["base"], 4)}
     out["generate_ratio"] = {"merged/base": round(gen["merged"] / gen["base_2"], 4),
                              "unmerged/base": round(gen["unmerged"] / gen["base"], 4)}
-    del model, base, lm, lm_base, merged
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
