@@ -303,6 +303,8 @@ def eval_(
     out: Path | None = typer.Option(None, "--out", "-o", help="write metrics JSON (+ predictions beside it)"),
     max_samples: int | None = typer.Option(None, help="evaluate at most N samples per dataset"),
     num_beams: int | None = typer.Option(None, help="beam size (default: recipe / greedy)"),
+    max_new_tokens: int | None = typer.Option(None, help="generation length limit (default: recipe)"),
+    batch_size: int | None = typer.Option(None, help="samples per generation batch (default: recipe)"),
     recipe: str | None = RecipeOpt,
     force: bool = ForceOpt,
 ) -> None:
@@ -310,7 +312,7 @@ def eval_(
     if not models and predictions is None:
         raise UserError("give at least one MODEL, or --predictions FILE.jsonl to score saved outputs")
     flags = {"data": data, "images": images, "split": split, "eval.max_samples": max_samples,
-             "eval.num_beams": num_beams}
+             "eval.num_beams": num_beams, "eval.max_new_tokens": max_new_tokens, "eval.batch_size": batch_size}
     cfg = _recipe(recipe, "eval", None, flags)
     from vltool.stages import evaluate as stage
     from vltool.ui.tables import metrics_table

@@ -67,7 +67,9 @@ def _demo(arg: str, split: str, images: str | None) -> list[Sample]:
 
 register_kind("coco", lambda arg, split, images: read_coco(arg, images))
 register_kind("vqav2", lambda arg, split, images: read_vqav2_spec(arg, images))
-register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split, images))
+# ScienceQA keeps its images in DIR/images: --images (the root of relative paths in coco, llava and
+# jsonl files, given once per command) must not move them when datasets are mixed.
+register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split))
 register_kind("llava", lambda arg, split, images: read_llava(arg, images))
 register_kind("alpaca", lambda arg, split, images: read_alpaca(arg))
 register_kind("jsonl", lambda arg, split, images: read_jsonl(arg, images))
