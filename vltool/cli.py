@@ -460,8 +460,13 @@ def demo(
     """The whole pipeline on the demo world: warmup -> transfer (+ scratch baseline) -> tune-mma -> merge -> eval."""
     from vltool.stages import demo as stage
 
+    import json
+
+    from vltool.ui.tables import demo_summary_table
+
     report = stage.run(out, quick=quick, force=force, console=console)
-    console.print(f"report: {report}")
+    console.print(demo_summary_table(json.loads((report.parent / "report.json").read_text())))
+    console.print(f"report: {report}  (plots in {report.parent / 'plots'})")
 
 
 def main(argv: list[str] | None = None) -> None:
