@@ -458,10 +458,9 @@ def demo(
     force: bool = ForceOpt,
 ) -> None:
     """The whole pipeline on the demo world: warmup -> transfer (+ scratch baseline) -> tune-mma -> merge -> eval."""
-    from vltool.stages import demo as stage
-
     import json
 
+    from vltool.stages import demo as stage
     from vltool.ui.tables import demo_summary_table
 
     report = stage.run(out, quick=quick, force=force, console=console)

@@ -157,7 +157,13 @@ def _blip2_predictor(name: str, model, tokenizer, image_processor) -> Predictor:
 def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
     """A merged LaVIN-style model: the plain merged LLM folder + ``front_end/`` (CLIP, vision adapters, MLP)."""
     from safetensors.torch import load_file
-    from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+    )
 
     from vltool.models.mma.build import settings_from
     from vltool.models.mma.clip_frontend import ClipFrontEnd
@@ -186,9 +192,7 @@ def load_predictor(spec: str) -> Predictor:
     )
 
     from vltool.artifacts import is_artifact, read_artifact
-    from vltool.sources.aliases import find_alias, resolve_alias
-
-    from vltool.sources.aliases import names_alias
+    from vltool.sources.aliases import find_alias, names_alias, resolve_alias
 
     path = Path(spec).expanduser()
     if not path.exists() or names_alias(spec):

@@ -46,7 +46,7 @@ def metrics_table(title: str, metrics_by_column: Mapping[str, Mapping[str, Any]]
 def demo_summary_table(report: Mapping[str, Any]) -> Table:
     """The demo's headline numbers beside the papers' (the same figures as report.md)."""
     v, m, merge = report["vpgtrans"], report["mma"], report["merge"]
-    pct = lambda x: "n/a" if x is None else f"{x:.3g}%"  # noqa: E731
+    pct = lambda x: "n/a" if x is None else f"{x:.3g}%"
     speedup = "never reached" if v.get("speedup") is None else (
         f"{v['speedup']:.2f}x ({v['steps_transfer']} vs {v['steps_scratch']} steps)")
     rows = [
