@@ -86,7 +86,7 @@ def test_folded_model_gives_the_same_logits_and_greedy_output(make, placement: s
             merged = plain_lm(model.lm, placement)
             assert (adapted - merged(input_ids=ids, attention_mask=mask).logits).abs().max() <= 1e-4
             model.route(torch.tensor([modality] * 2))
-            kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+            kw = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
             a = model.lm.generate(inputs_embeds=model.embed(batch), attention_mask=mask, **kw)
             b = merged.generate(input_ids=ids, attention_mask=mask, **kw)[:, ids.shape[1]:]
         assert torch.equal(a, b)

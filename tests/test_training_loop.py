@@ -60,7 +60,7 @@ def test_sampler_is_deterministic_disjoint_and_resumable() -> None:
     r0, r1 = batches(0), batches(1)
     assert len(r0) == 10  # 5 steps x 2 micro-batches
     for step in range(2):  # within an epoch (2 steps of 8 samples) no sample is seen twice
-        seen = sum(r0[2 * step:2 * step + 2] + r1[2 * step:2 * step + 2], [])
+        seen = [x for pair in r0[2 * step:2 * step + 2] + r1[2 * step:2 * step + 2] for x in pair]
         assert len(set(seen)) == 8
     assert batches(0, start=3) == r0[6:]
     assert batches(0) == r0

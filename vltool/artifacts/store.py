@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from vltool import __version__
 from vltool.artifacts.fingerprint import sha256_file
@@ -61,7 +61,7 @@ class ArtifactWriter:
         }
         self._started = time.perf_counter()
 
-    def __enter__(self) -> ArtifactWriter:
+    def __enter__(self) -> Self:
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True)
         return self
