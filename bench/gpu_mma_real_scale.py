@@ -50,16 +50,21 @@ def configs(tiny: bool):
     return lm, vision
 
 
-def build_lm(config, device, dtype):
-    from transformers import LlamaForCausalLM
-
+def build_frozen(cls, config, device, dtype):
+    """``cls(config)`` made directly on ``device`` in ``dtype`` (random init, no fp32 copy), frozen."""
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            lm = LlamaForCausalLM(config)
+            module = cls(config)
     finally:
         torch.set_default_dtype(torch.float32)
-    return lm.eval().requires_grad_(False)
+    return module.eval().requires_grad_(False)
+
+
+def build_lm(config, device, dtype):
+    from transformers import LlamaForCausalLM
+
+    return build_frozen(LlamaForCausalLM, config, device, dtype)
 
 
 def sync(device) -> None:
@@ -185,12 +190,7 @@ def training(args, device, dtype) -> dict:
 
     config, vision_config = configs(args.tiny)
     lm = build_lm(config, device, dtype)
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            vision = CLIPVisionModel(vision_config)
-    finally:
-        torch.set_default_dtype(torch.float32)
+    vision = build_frozen(CLIPVisionModel, vision_config, device, dtype)
     model = build_clip_mma(lm, vision, AdapterSettings(), "attn", visual_tokens=6, vision_adapters=True)
     for name, p in model.named_parameters():
         if p.requires_grad:
