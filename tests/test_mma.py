@@ -44,6 +44,9 @@ def test_lavin_7b_trains_exactly_3781296_parameters() -> None:
     table = lavin_table(load_recipe(find_recipe("mma/lavin-7b-scienceqa"), "tune-mma"))
     assert table["trainable"] == 3_781_296
     parts = {row[0]: row[2] for row in table["rows"]}
+    states, acts = parts["memory: weights + trainable states (GiB)"], parts[
+        "memory: activations, micro-batch 4 x 512 tokens (GiB)"]
+    assert 12.5 < states < 14 and acts > 0 and parts["memory estimate (GiB)"] == pytest.approx(states + acts, abs=0.11)
     assert parts["LLM MM-Adapters"] == 2_621_760 and parts["vision MM-Adapters"] == 491_760
     assert parts["visual projection (1024-128-d)"] == 659_584 and parts["modality embedding"] == 8_192
 

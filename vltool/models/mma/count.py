@@ -49,6 +49,32 @@ def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def activation_gb(model, batch: int, tokens: int, precision: str) -> float:
+    """Activations kept for backward (GiB), Korthikanti et al. (2022) per layer, no recomputation.
+
+    Every LLM layer holds an adapter, so backward passes through all of them; so it does through
+    the vision encoder when it holds adapters. Plus the logits and their gradient in fp32.
+    Checked on an H100 (bench/gpu_mma_real_scale.py): LaVIN-7B at 8 x 263 tokens in bf16 peaked at
+    25.8 GiB; this estimate gives 27.6 GiB for that shape.
+    """
+    from vltool.models.meta_count import GIB, layer_activation_bytes, weight_bytes
+    from vltool.models.mma.inject import wrappers
+
+    value_bytes = weight_bytes(precision)
+    lm = model.lm.config
+    total = lm.num_hidden_layers * layer_activation_bytes(tokens, batch, lm.hidden_size, lm.num_attention_heads,
+                                                          value_bytes)
+    total += batch * tokens * lm.vocab_size * 8
+    front = model.front_end
+    vision = getattr(front, "vision", None) or getattr(front, "vision_model", None)
+    if vision is not None and wrappers(vision):
+        vc = vision.config
+        patches = (vc.image_size // vc.patch_size) ** 2 + 1
+        total += vc.num_hidden_layers * layer_activation_bytes(patches, batch, vc.hidden_size, vc.num_attention_heads,
+                                                               value_bytes)
+    return total / GIB
+
+
 def lavin_table(cfg) -> dict[str, Any]:
     """The dry-run table of an MMA recipe at real scale (the shape the CLI renders)."""
     from vltool.models.meta_count import _arch_of, arch, memory_gb, meta_blip2, text_config
@@ -81,14 +107,22 @@ def lavin_table(cfg) -> dict[str, Any]:
     rows: list[list[Any]] = [[shown.get(r.part, r.part), r.parameters, r.trainable] for r in rows_by_part.values()]
     rows.append(["total", total, trainable])
     rows.append(["trainable share (%)", "", round(100 * trainable / total, 4)])
-    rows.append(["memory estimate (GB)", "", round(memory_gb(total - trainable, trainable, precision), 1)])
+    states = memory_gb(total - trainable, trainable, precision)
+    batch = cfg.train.micro_batch_size or cfg.train.batch_size
+    tokens = cfg.max_length
+    acts = activation_gb(model, batch, tokens, precision)
+    rows.append(["memory: weights + trainable states (GiB)", "", round(states, 1)])
+    rows.append([f"memory: activations, micro-batch {batch} x {tokens} tokens (GiB)", "", round(acts, 1)])
+    rows.append(["memory estimate (GiB)", "", round(states + acts, 1)])
     return {
         "title": f"tune-mma {cfg.model} ({cfg.front_end} front end, {cfg.adapter.placement} adapters, "
                  f"real scale, meta device)",
         "columns": ["part", "parameters", "trainable"],
         "rows": rows,
-        "notes": [f"memory: frozen weights in {precision} + fp32 trainables, grads and AdamW states; "
-                  "activations not included"],
+        "notes": [f"memory per GPU: frozen weights in {precision}, fp32 trainables with grads and AdamW states, "
+                  f"activations for sequences of max_length={tokens} tokens (an upper bound) without recomputation; "
+                  f"lower train.micro_batch_size to fit"],
+        "memory_gb": round(states + acts, 2),
         "trainable": trainable,
         "total": total,
         "parts": {r.part: r.trainable for r in rows_by_part.values()},
