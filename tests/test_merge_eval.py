@@ -104,3 +104,25 @@ def test_metrics_worked_by_hand() -> None:
     assert scores["accuracy"] == 50.0 and scores["unparsed"] == 1.0
     assert scores["TXT"] == 100.0 and scores["IMG"] == 50.0 and scores["NO"] == 0.0
     assert exact_match(["The Red circle.", "blue"], [["red circle"], ["green"]]) == 50.0
+
+
+@pytest.mark.dist
+def test_eval_under_two_processes_matches_one(quick_world: Path, tmp_path: Path) -> None:
+    """accelerate launch shards the samples and gathers them back: same predictions, same scores."""
+    import os
+    import subprocess
+    import sys
+
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    args = ["demo-llama", "--data", "demo:text", "--max-samples", "7", "--max-new-tokens", "6"]
+    invoke(["eval", *args, "--out", str(one)])
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vltool",
+           "eval", *args, "--out", str(two)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+    subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+    first, second = json.loads(one.read_text()), json.loads(two.read_text())
+    assert second["processes"] == 2 and first["processes"] == 1
+    assert second["metrics"] == first["metrics"]
+    assert (tmp_path / "two.demo-llama.demo_text.jsonl").read_text() == \
+        (tmp_path / "one.demo-llama.demo_text.jsonl").read_text()

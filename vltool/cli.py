@@ -321,6 +321,10 @@ def eval_(
         results = stage.score_predictions_file(cfg, predictions, out=out, force=force)
     else:
         results = _run_stage(stage.run, cfg, list(models or []), out=out, force=force)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one table, not one per process
+        return
     for dataset, by_model in results.items():
         console.print(metrics_table(dataset, by_model))
 

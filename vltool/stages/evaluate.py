@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,24 @@ def _check_out(out: Path | None, force: bool) -> None:
         raise UserError(f"{out} already exists; pass --force to replace it")
 
 
+def sharded(state: Any, samples: list, fn: Callable[[list], list]) -> list:
+    """``fn(samples)`` with the samples split across the processes of ``accelerate launch``.
+
+    Each process runs its contiguous share; the results are gathered back into sample order on
+    every process, so the scores (computed on all of them alike) and the files (written by the
+    main process) do not depend on the number of processes.
+    """
+    if state.num_processes == 1:
+        return fn(samples)
+    from accelerate.utils import gather_object
+
+    indices = list(range(len(samples)))
+    with state.split_between_processes(indices) as mine:
+        local = list(zip(mine, fn([samples[i] for i in mine]) if mine else []))
+    merged = dict(gather_object(local))
+    return [merged[i] for i in indices]
+
+
 def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> dict[str, dict[str, dict[str, float]]]:
     from vltool.models.predictors import GenerationSettings, load_predictor
@@ -50,8 +69,11 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    device = PartialState().device  # the GPU when there is one (or what `accelerate launch` assigns)
+    # As Accelerator does: a CPU launch (`ACCELERATE_USE_CPU=1 accelerate launch ...`) runs gloo processes
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    device = state.device  # the GPU when there is one (or what `accelerate launch` assigns)
     for model_spec in models:
         predictor = load_predictor(model_spec).to(device)
         for spec, samples in datasets.items():
@@ -60,14 +82,16 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
                 results[spec][model_spec] = {}
                 continue
             reporter.start(f"eval {Path(model_spec).name} on {spec}", len(samples))
-            texts = predictor.generate(samples, settings, progress=lambda n: reporter.update(n))
+            texts = sharded(state, samples, lambda part, p=predictor: p.generate(part, settings,
+                                                                              progress=reporter.update))
             reporter.finish()
             nll = None
             if metric_family(spec) == "text" and all(s.image is None and s.answer for s in samples):
-                nll = predictor.answer_nll(samples, cfg.eval.batch_size)  # perplexity of the references
+                # perplexity of the references
+                nll = sharded(state, samples, lambda part, p=predictor: p.answer_nll(part, cfg.eval.batch_size))
             results[spec][model_spec] = score(spec, samples, texts, nll=nll)
             written[(model_spec, spec)] = (samples, texts, nll)
-    if out is not None:
+    if out is not None and state.is_main_process:
         out.parent.mkdir(parents=True, exist_ok=True)
         files = {}
         for (model_spec, spec), (samples, texts, nll) in written.items():
@@ -75,7 +99,8 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
             write_predictions(name, samples, texts, nll)
             files[f"{model_spec} | {spec}"] = name.name
         out.write_text(json.dumps({"metrics": results, "predictions": files, "split": cfg.split,
-                                   "generation": settings.__dict__, "device": str(device)}, indent=2) + "\n")
+                                   "generation": settings.__dict__, "device": str(device),
+                                   "processes": state.num_processes}, indent=2) + "\n")
     return results
 
 
