@@ -178,7 +178,7 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
                        ("trainable_states_gb", "memory: trainables + grads + AdamW (fp32), GiB"),
                        ("activations_gb", f"memory: activations (micro-batch {batch}), GiB"),
                        ("total_gb", "memory estimate, GiB")):
-        rows.append([label, "", round(memory["warm-up"][key], 1), round(memory["transfer"][key], 1)])
+        rows.append([label, "", round(memory["warm-up"][key], 2), round(memory["transfer"][key], 2)])
     counts = {PART_LABELS[p]: n for p, n in parts.items()}
     return {
         "title": f"VPGTrans {cfg.src} -> {cfg.dst} (real scale, meta device, no weights)",
