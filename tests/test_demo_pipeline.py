@@ -20,6 +20,7 @@ def test_quick_demo_writes_report_plots_and_numbers(quick_world: Path, tmp_path:
     v = report["vpgtrans"]
     assert v["steps_scratch"] >= 1 and v["warmup_steps"] == 40
     assert v["speedup"] is None or v["speedup"] == v["steps_scratch"] / v["steps_transfer"]
+    assert "speedup_val_loss" in v and v["metric"].startswith("attr_acc")
     assert report["merge"]["max_logit_diff"] <= 1e-4
     assert {"trainable_params", "total_params", "sqa_accuracy_before", "sqa_accuracy_after"} <= report["mma"].keys()
     assert set(report["eval"]) == {"demo:caption", "demo:vqa", "demo:sqa", "demo:text"}

@@ -130,17 +130,20 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
         t_curve = read_curve(runs / "transfer" / "metrics.jsonl", metric)
         s_curve = read_curve(runs / "scratch" / "metrics.jsonl", metric)
         curves[metric] = (t_curve, s_curve, speedup(s_curve, t_curve, metric, higher))
-    main = curves["val_loss"][2]
+    # The headline is what the generated captions say (the paper's speed-up is on generated-caption
+    # CIDEr, not on a loss); val loss also scores wording the image does not determine.
+    main, loss = curves["attr_acc"][2], curves["val_loss"][2]
     evals = json.loads((out / "eval" / "eval.json").read_text())["metrics"]
     key = {name: str(runs / name) for name in ("transfer", "scratch", "merged", "mma", "merged-mma")}
     report: dict[str, Any] = {
         "vpgtrans": {
-            "metric": "val_loss (teacher-forced captioning loss on held-out images)",
+            "metric": "attr_acc (colour, shape, size and position named right in generated captions of "
+                      "held-out images)",
             "speedup": main.ratio, "steps_scratch": main.steps_scratch, "steps_transfer": main.steps_transfer,
-            "best_scratch_val_loss": main.best_scratch,
-            "speedup_attr_acc": curves["attr_acc"][2].ratio,
-            "steps_scratch_attr_acc": curves["attr_acc"][2].steps_scratch,
-            "steps_transfer_attr_acc": curves["attr_acc"][2].steps_transfer,
+            "best_scratch_attr_acc": main.best_scratch,
+            "speedup_val_loss": loss.ratio, "steps_scratch_val_loss": loss.steps_scratch,
+            "steps_transfer_val_loss": loss.steps_transfer, "best_scratch_val_loss": loss.best_scratch,
+            "best_transfer_val_loss": min((v for _, v in curves["val_loss"][0]), default=None),
             "warmup_steps": warm["metrics"].get("warmup_steps"),
             "converter_held_out_cos": warm["metrics"].get("converter_held_out_cos"),
             "converter_alignment": warm["metrics"].get("converter_alignment"),
@@ -181,6 +184,7 @@ QUICK_NOTE = ("**Quick profile**: the world's LMs and source model are trained f
 def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: bool = False) -> str:
     v, m, mm = report["vpgtrans"], report["merge"], report["mma"]
     fmt = lambda x: "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
+    ratio = lambda x: "never reached" if x is None else f"{x:.2f}x"
     lines = [
         "# vltool demo report", "",
         "A miniature of both papers on a procedural world (32x32 shapes, tiny OPT / LLaMA models) that runs",
@@ -190,10 +194,11 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
         *findings(report),
         "## VPGTrans: demo-blip2-opt-s -> demo-llama (different tokenizer)", "",
         "| measure | this demo | paper |", "| --- | --- | --- |",
-        f"| speed-up to the from-scratch arm's best val loss | {fmt(v['speedup'])}x "
+        f"| speed-up to the from-scratch arm's best caption attribute accuracy | {ratio(v['speedup'])} "
         f"({fmt(v['steps_transfer'])} vs {fmt(v['steps_scratch'])} steps) | {rep.PAPER['vpgtrans.speedup']} |",
-        f"| same, on caption attribute accuracy | {fmt(v['speedup_attr_acc'])}x "
-        f"({fmt(v['steps_transfer_attr_acc'])} vs {fmt(v['steps_scratch_attr_acc'])} steps) | |",
+        f"| same, on validation loss (also scores the captions' wording) | {ratio(v['speedup_val_loss'])} "
+        f"({fmt(v['steps_transfer_val_loss'])} vs {fmt(v['steps_scratch_val_loss'])} steps; best "
+        f"{fmt(v['best_transfer_val_loss'])} vs {fmt(v['best_scratch_val_loss'])}) | |",
         f"| attribute accuracy after the 1-epoch projector warm-up | {fmt(v['after_warmup_attr_acc'])}% | "
         f"{rep.PAPER['converter']} |",
         f"| word converter held-out cosine ({v['converter_alignment']} alignment) | "
@@ -224,8 +229,8 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
                   "| --- |" + " --- |" * len(names)]
         lines += [f"| {k} | " + " | ".join(fmt(by_model[n].get(k)) for n in names) + " |" for k in metrics]
         lines.append("")
-    lines += ["## Plots", "", "![](plots/transfer_vs_scratch_val_loss.png)",
-              "![](plots/transfer_vs_scratch_attr_acc.png)", "![](plots/quality_per_stage.png)", "",
+    lines += ["## Plots", "", "![](plots/transfer_vs_scratch_attr_acc.png)",
+              "![](plots/transfer_vs_scratch_val_loss.png)", "![](plots/quality_per_stage.png)", "",
               "## Commands run", "", "```bash"]
     lines += ["vltool " + " ".join(shlex.quote(a) for a in argv) for _, argv in cmds]
     lines += ["```", "", "## Wall time (s)", ""]

@@ -50,7 +50,8 @@ def demo_summary_table(report: Mapping[str, Any]) -> Table:
     speedup = "never reached" if v.get("speedup") is None else (
         f"{v['speedup']:.2f}x ({v['steps_transfer']} vs {v['steps_scratch']} steps)")
     rows = [
-        ["VPGTrans speed-up (val loss, warm-up counted)", speedup, "3-10x small OPT pairs; 10.7x OPT-2.7B->6.7B"],
+        ["VPGTrans speed-up (caption attribute acc., warm-up counted)", speedup,
+         "3-10x small OPT pairs; 10.7x OPT-2.7B->6.7B"],
         ["MMA trainable / total parameters",
          f"{m['trainable_params']:,} / {m['total_params']:,} ({m['trainable_share_pct']:.2f}%)", "3.78M (LaVIN-7B)"],
         ["ScienceQA-style accuracy before -> after tune-mma",
