@@ -29,6 +29,8 @@ def test_manifest_lists_every_file_with_its_sha256(tmp_path: Path) -> None:
     assert set(manifest["files"]) == {"vpg.safetensors", "configs/projector.json"}
     assert manifest["files"]["vpg.safetensors"] == sha256_file(out / "vpg.safetensors")
     assert manifest["inputs"]["dst"] == {"source": "demo-llama", "fingerprint": "abc123"}
+    # the numbers depend on the library versions too, so the manifest records them
+    assert manifest["packages"]["torch"] == torch.__version__ and "transformers" in manifest["packages"]
     art = read_artifact(out, kinds=("vpg",))
     assert torch.equal(art.tensors("vpg.safetensors")["projector.weight"], torch.ones(2, 3))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]

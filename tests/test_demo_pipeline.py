@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from vltool.cli import app
@@ -24,11 +25,11 @@ def test_quick_demo_writes_report_plots_and_numbers(quick_world: Path, tmp_path:
     assert report["merge"]["max_logit_diff"] <= 1e-4
     assert {"trainable_params", "total_params", "sqa_accuracy_before", "sqa_accuracy_after"} <= report["mma"].keys()
     assert set(report["eval"]) == {"demo:caption", "demo:vqa", "demo:sqa", "demo:text"}
-    assert report["profile"] == "quick"
+    assert report["profile"] == "quick" and report["packages"]["torch"] == torch.__version__
     for plot in ("transfer_vs_scratch_val_loss.png", "transfer_vs_scratch_attr_acc.png", "quality_per_stage.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     text = (out / "report.md").read_text()
-    assert "cannot reproduce real-scale" in text and "vltool transfer -r demo/transfer-opt-s-to-llama" in text
+    assert "## Environment" in text and "cannot reproduce real-scale" in text and "vltool transfer -r demo/transfer-opt-s-to-llama" in text
     # the shipped shell script runs the same subcommands
     script = (Path(__file__).parents[1] / "recipes" / "demo.sh").read_text()
     assert all(step in script for step in ("vltool warmup", "--from-warmup", "--from-scratch", "vltool merge"))

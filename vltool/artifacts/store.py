@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from vltool import __version__
+from vltool.artifacts.environment import package_versions
 from vltool.artifacts.fingerprint import sha256_file
 from vltool.errors import UserError
 
@@ -54,6 +55,7 @@ class ArtifactWriter:
             "schema_version": SCHEMA_VERSION,
             "kind": kind,
             "vltool_version": __version__,
+            "packages": package_versions(),
             "command": " ".join(["vltool", *sys.argv[1:]]) if sys.argv else "",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "inputs": {},

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vltool.artifacts.environment import package_versions
 from vltool.demo import home as homes
 from vltool.demo.jobs import (
     ITEM_MANIFEST,
@@ -235,6 +236,7 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
         if set(recorded["items"]) >= set(items):
             return recorded
     summary = {"root": str(root), "seed": seed, "quick": quick, "profile": profile.name,
+               "packages": package_versions(),
                "items": {k: items[k] for k in ("data", "tokenizers", *JOB_ORDER) if k in items},
                "build_s": round(time.perf_counter() - started, 2),
                "build_cpu_s": round(time.process_time() - cpu + sum(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.artifacts import ensure_writable
+from vltool.artifacts.environment import package_versions
 from vltool.errors import UserError
 from vltool.eval.curves import read_curve, speedup
 from vltool.stages import report as rep
@@ -233,7 +234,11 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
               "![](plots/transfer_vs_scratch_val_loss.png)", "![](plots/quality_per_stage.png)", "",
               "## Commands run", "", "```bash"]
     lines += ["vltool " + " ".join(shlex.quote(a) for a in argv) for _, argv in cmds]
-    lines += ["```", "", "## Wall time (s)", ""]
+    lines += ["```", "", "## Environment", "",
+              "The world and every run are deterministic for one seed and one set of library versions; other "
+              "versions can build a different world and give other numbers. This run: "
+              + ", ".join(f"{k} {v}" for k, v in report.get("packages", {}).items()) + ".", "",
+              "## Wall time (s)", ""]
     lines += [f"- {k}: {v:.1f}" + (" (a background process, overlapping the steps after it)" if k in BACKGROUND
                                    else "") for k, v in report["timings_s"].items()]
     return "\n".join(lines) + "\n"
@@ -318,6 +323,7 @@ def run(out: Path, quick: bool = False, force: bool = False, console: Any = None
     timings["total"] = time.perf_counter() - started
     report = summarise(out, timings)
     report["profile"] = "quick" if quick else "full"
+    report["packages"] = package_versions()
     rep.write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report, cmds, quick))
     return out / "report.md"
