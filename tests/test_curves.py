@@ -15,9 +15,9 @@ def test_speedup_follows_the_paper_definition(tmp_path: Path) -> None:
     assert (result.best_scratch, result.steps_scratch, result.steps_transfer) == (0.6, 300, 50)
     assert result.ratio == 6.0
     never = speedup(scratch, [(10, 0.1)], "cider")
-    assert never.steps_transfer is None and never.ratio is None
+    assert never.steps_transfer is None and never.ratio is None and never.best_transfer == 0.1
     loss = speedup([(10, 2.0), (20, 1.0)], [(5, 1.5), (8, 0.9)], "val_loss", higher_is_better=False)
-    assert loss.ratio == 20 / 8
+    assert loss.ratio == 20 / 8 and loss.best_transfer == 0.9
 
 
 def test_read_curve_takes_eval_rows_and_offsets_steps(tmp_path: Path) -> None:

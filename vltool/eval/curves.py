@@ -21,6 +21,7 @@ class Speedup:
     steps_scratch: int
     steps_transfer: int | None
     ratio: float | None
+    best_transfer: float | None = None  # shown when the transfer never gets there: how far it stayed
 
 
 def read_curve(path: Path, metric: str, offset: int = 0) -> list[tuple[int, float]]:
@@ -60,4 +61,5 @@ def speedup(
     steps_scratch = first_reaching(scratch, best, higher_is_better)
     steps_transfer = first_reaching(transfer, best, higher_is_better)
     ratio = steps_scratch / steps_transfer if steps_transfer else None
-    return Speedup(metric, best, steps_scratch, steps_transfer, ratio)
+    best_transfer = pick((value for _, value in transfer), default=None)
+    return Speedup(metric, best, steps_scratch, steps_transfer, ratio, best_transfer)

@@ -144,7 +144,7 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
             "best_scratch_attr_acc": main.best_scratch,
             "speedup_val_loss": loss.ratio, "steps_scratch_val_loss": loss.steps_scratch,
             "steps_transfer_val_loss": loss.steps_transfer, "best_scratch_val_loss": loss.best_scratch,
-            "best_transfer_val_loss": min((v for _, v in curves["val_loss"][0]), default=None),
+            "best_transfer_val_loss": loss.best_transfer,
             "warmup_steps": warm["metrics"].get("warmup_steps"),
             "converter_held_out_cos": warm["metrics"].get("converter_held_out_cos"),
             "converter_alignment": warm["metrics"].get("converter_alignment"),
