@@ -45,6 +45,18 @@ def test_overrides_and_flags_win_and_keep_stage_defaults(tmp_path: Path) -> None
         parse_override("train.lr")
 
 
+def test_errors_from_overrides_name_the_override_not_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("stage: transfer\nsrc: a\ndst: b\ntrain:\n  lrr: 1.0\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path, "transfer", ["trian.lr=1e-3", "train.max_steps=abc"])
+    lines = sorted(str(err.value).splitlines())
+    assert len(lines) == 3
+    assert lines[0] == f"{path}: unknown key 'train.lrr'; did you mean 'lr'?"
+    assert lines[1].startswith("override 'train.max_steps=abc': 'train.max_steps' = 'abc'")
+    assert lines[2] == "override 'trian.lr=1e-3': unknown key 'trian'; did you mean 'train'?"
+
+
 def test_wrong_stage_and_bad_yaml_are_clear(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("stage: tune-mma\nmodel: x\n")

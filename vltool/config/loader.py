@@ -111,27 +111,42 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(current.model_fields) if current is not None else []
 
 
-def format_errors(err: ValidationError, schema: type[BaseModel], source: str) -> list[str]:
+def _origin(loc: tuple, source: str, overrides: list[str]) -> str:
+    """Name the ``key=value`` override a bad key came from, else the recipe file (or command line)."""
+    key = tuple(str(p) for p in loc)
+    for text in reversed(overrides):  # the last override of a key is the one that counts
+        path = tuple(parse_override(text)[0])
+        n = min(len(path), len(key))
+        if key and path[:n] == key[:n]:  # the override set this key, or a key inside it
+            return f"override '{text}'"
+    return source
+
+
+def format_errors(err: ValidationError, schema: type[BaseModel], source: str,
+                  overrides: list[str] | None = None) -> list[str]:
     lines = []
     for item in err.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
+        source_of = _origin(loc, source, overrides or [])
         if item["type"] == "extra_forbidden":
             known = _fields_at(schema, loc)
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys here: {', '.join(known)}"
-            lines.append(f"{source}: unknown key '{key}'{hint}")
+            lines.append(f"{source_of}: unknown key '{key}'{hint}")
         elif item["type"] == "missing":
-            lines.append(f"{source}: missing required key '{key}'")
+            lines.append(f"{source_of}: missing required key '{key}'")
         else:
             got = item.get("input")
             shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-            lines.append(f"{source}: '{key}' = {shown}: {item['msg']}")
+            lines.append(f"{source_of}: '{key}' = {shown}: {item['msg']}")
     return lines
 
 
-def validate_recipe(data: dict[str, Any], source: str, stage: str | None = None) -> Strict:
-    """Validate a recipe dict for ``stage`` (or its own ``stage`` key); all errors at once."""
+def validate_recipe(data: dict[str, Any], source: str, stage: str | None = None,
+                    overrides: list[str] | None = None) -> Strict:
+    """Validate a recipe dict for ``stage`` (or its own ``stage`` key); all errors at once, each
+    naming where the bad key came from: ``source`` or the ``key=value`` override that set it."""
     declared = data.get("stage")
     stage = stage or declared
     if stage is None:
@@ -146,7 +161,7 @@ def validate_recipe(data: dict[str, Any], source: str, stage: str | None = None)
     try:
         return schema.model_validate(_with_section_defaults(schema, {**data, "stage": stage}))
     except ValidationError as err:
-        raise UserError("\n".join(format_errors(err, schema, source))) from None
+        raise UserError("\n".join(format_errors(err, schema, source, overrides))) from None
 
 
 def load_recipe(
@@ -159,4 +174,4 @@ def load_recipe(
     data = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "command line"
     merged = apply_overrides(data, overrides or [], flags)
-    return validate_recipe(merged, source, stage)
+    return validate_recipe(merged, source, stage, overrides)
