@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from vltool import __version__
-from vltool.errors import UserError
+from vltool.errors import Interrupted, UserError, VltoolError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,7 +38,8 @@ app.add_typer(recipes_app, name="recipes")
 
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML (a path or a shipped recipe name)")
 OutOpt = typer.Option(..., "--out", "-o", help="output artifact folder (written atomically)")
-ForceOpt = typer.Option(False, "--force", help="replace --out if it exists")
+ForceOpt = typer.Option(False, "--force", help="replace --out if it exists (and discard an unfinished run's checkpoints)")
+ResumeOpt = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint (beside --out)")
 OverridesArg = typer.Argument(None, help="dotted key=value overrides, e.g. train.lr=3e-4", show_default=False)
 
 
@@ -79,6 +80,9 @@ def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
     reporter = _reporter()
     try:
         return fn(*args, reporter=reporter, **kwargs)
+    except KeyboardInterrupt:  # before or after training: the loop itself raises Interrupted
+        raise Interrupted("interrupted outside a training step; no artifact was written. Rerun the same "
+                          "command with --resume to continue from the last checkpoint, if one was saved") from None
     finally:
         reporter.close()
 
@@ -134,6 +138,7 @@ def warmup(
     no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
     no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
     overrides: list[str] | None = OverridesArg,
@@ -151,7 +156,7 @@ def warmup(
     if dry_run:
         _print_dry_run(vpgtrans.dry_run(cfg))
         return
-    _show_artifact(_run_stage(vpgtrans.run_warmup, cfg, _need_out(out), force=force))
+    _show_artifact(_run_stage(vpgtrans.run_warmup, cfg, _need_out(out), force=force, resume=resume))
 
 
 TRANSFER_EPILOG = """[bold]Examples[/bold]
@@ -187,7 +192,7 @@ def transfer(
     warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
     no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out's run folder"),
+    resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
     overrides: list[str] | None = OverridesArg,
@@ -238,7 +243,7 @@ def tune_mma(
     recipe: str | None = RecipeOpt,
     no_router: bool = typer.Option(False, "--no-router", help="one shared adapter, no routing (ablation)"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
+    resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
     overrides: list[str] | None = OverridesArg,
@@ -327,6 +332,53 @@ def eval_(
         return
     for dataset, by_model in results.items():
         console.print(metrics_table(dataset, by_model))
+
+
+PREDICT_EPILOG = """[bold]Examples[/bold]
+
+  vltool predict runs/merged --image cat.jpg                      # caption (empty prompt)
+
+  vltool predict runs/vpg --image cat.jpg --prompt "Question: what is the cat on? Answer:"
+
+  vltool predict runs/mma --images photos/ --json > predictions.jsonl
+
+  vltool predict runs/merged --requests requests.jsonl --num-beams 5   # {"image", "prompt", "id"} lines
+"""
+
+
+@app.command(epilog=PREDICT_EPILOG)
+def predict(
+    model: str = typer.Argument(..., help="vpg or adapters artifact, merged folder, BLIP-2 folder or alias"),
+    image: list[str] | None = typer.Option(None, "--image", "-i", help="an image file (repeatable)"),
+    images: Path | None = typer.Option(None, "--images", help="every image file in this folder (sorted)"),
+    requests: Path | None = typer.Option(None, "--requests", help='JSONL of {"image", "prompt", "id"} requests'),
+    prompt: str | None = typer.Option(None, "--prompt", "-p",
+                                      help="prompt for every image (default: none, i.e. caption); alone: text-only"),
+    json_lines: bool = typer.Option(False, "--json", help="print one JSON object per line: id, image, prompt, prediction"),
+    max_new_tokens: int = typer.Option(30, help="generation length limit"),
+    num_beams: int = typer.Option(1, help="beam size (1: greedy)"),
+    batch_size: int = typer.Option(16, help="requests per generation batch"),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="skip missing/corrupt images"),
+) -> None:
+    """Caption images or answer prompts with a trained model; prints each prediction (or JSON lines)."""
+    import json
+
+    from vltool.stages import predict as stage
+
+    results = _run_stage(stage.run, model, images=image or (), images_dir=images, requests=requests,
+                         prompt=prompt, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                         batch_size=batch_size, skip_bad_images=skip_bad_images)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, print once
+        return
+    for result in results:
+        if json_lines:
+            typer.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+        elif len(results) == 1:
+            typer.echo(result.prediction)
+        else:
+            typer.echo(f"{result.id}\t{' '.join(result.prediction.split())}")
 
 
 CONVERT_EPILOG = """[bold]Examples[/bold]
@@ -473,11 +525,14 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    """Entry point: run the app, turning vltool's errors into one line and their exit code.
+
+    Exit codes: 0 ok, 2 bad input, 3 a diverged run (non-finite loss), 130 interrupted (Ctrl-C).
+    """
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         app(args=argv, standalone_mode=True)
-    except UserError as err:
+    except VltoolError as err:
         if debug or os.environ.get("VLTOOL_DEBUG"):
             raise
         for line in str(err).splitlines() or ["error"]:

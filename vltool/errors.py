@@ -1,14 +1,25 @@
-"""Errors a user can fix.
+"""Errors the CLI turns into one line and a documented exit code.
 
-Any ``UserError`` raised anywhere below the CLI is shown as ONE line (no traceback unless
-``--debug``) and the process exits with code 2. Messages name the file / key / alias /
-tensor at fault and what was expected, so the user can act without reading code.
+Everything a user can act on derives from ``VltoolError``; the CLI prints its message as ONE
+line (no traceback unless ``--debug``) and exits with the class's ``exit_code``:
+
+- 2 ``UserError``: bad input (a wrong recipe key, a missing file, a mismatched artifact or width).
+- 3 ``RunDiverged``: training produced a non-finite loss; the last good checkpoint is kept.
+- 130 ``Interrupted``: Ctrl-C (SIGINT); the message says how to resume.
+
+Separate codes let a shell script tell "fix your command" from "lower the LR and resume".
 """
 
 from __future__ import annotations
 
 
-class UserError(Exception):
+class VltoolError(Exception):
+    """An error whose message is meant for the user, shown without a traceback."""
+
+    exit_code = 1
+
+
+class UserError(VltoolError):
     """Bad input: a wrong recipe key, a missing file, a mismatched artifact or width."""
 
     exit_code = 2
@@ -18,5 +29,13 @@ class NotImplementedYet(UserError):
     """A subcommand whose stage has not landed yet: says so plainly instead of pretending."""
 
 
-class NonFiniteLoss(RuntimeError):
-    """Training produced NaN/inf; the loop stops cleanly and keeps the last good checkpoint."""
+class RunDiverged(VltoolError):
+    """Training produced NaN/inf and stopped cleanly, keeping the last good checkpoint."""
+
+    exit_code = 3
+
+
+class Interrupted(VltoolError):
+    """The user pressed Ctrl-C; the message names the checkpoint a ``--resume`` continues from."""
+
+    exit_code = 130

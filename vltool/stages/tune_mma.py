@@ -19,10 +19,11 @@ from vltool.config.schema import MMARecipe
 from vltool.data.image_check import check_images
 from vltool.data.specs import load_spec
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
-from vltool.errors import UserError
+from vltool.errors import RunDiverged, UserError
 from vltool.eval.scoring import metric_family, score
 from vltool.models.mma import loading
 from vltool.models.mma.model import MMACollator, MMADatasetCollate, mma_loss
+from vltool.training.checkpoint import claim_run_folder
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
 
@@ -49,6 +50,8 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         reporter: Reporter | None = None) -> Path:
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
+    run_dir = out.parent / f".{out.name}.run"
+    claim_run_folder(run_dir, resume, force)
     if not cfg.data.train:
         raise UserError("no training data: pass --data SPEC (e.g. --data demo:sqa --data demo:text)")
     base = loading.load_base(cfg.model, cfg.front_end, cfg.vision)
@@ -75,16 +78,14 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     model.eval()
     with torch.no_grad():
         before = eval_all(model, 0) if val else {}
-    run_dir = out.parent / f".{out.name}.run"
-    if not resume:
-        shutil.rmtree(run_dir, ignore_errors=True)
     settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
     result = train(model, mma_loss, dataset, settings, collate_fn=MMADatasetCollate(dataset, collator),
                    run_dir=run_dir, eval_fn=eval_all if val else None, reporter=reporter,
-                   resume=resume and (run_dir / "checkpoints").is_dir(), accelerator=accelerator,
+                   resume=resume, accelerator=accelerator,
                    task=f"tune-mma ({Path(cfg.model).name})")
     if result.stopped != "completed":
-        raise UserError(f"tune-mma stopped: {result.stopped}; the last good checkpoint is in {run_dir}")
+        raise RunDiverged(f"tune-mma stopped: {result.stopped}; the last good checkpoint is in {run_dir} "
+                          "(lower train.lr or set train.on_nonfinite=skip, then --resume)")
     trained = result.model
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
@@ -114,7 +115,8 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
             writer.manifest["precision"] = str(accelerator.mixed_precision)
             if run_dir.joinpath("metrics.jsonl").is_file():
                 shutil.copy(run_dir / "metrics.jsonl", writer.path / "metrics.jsonl")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
 

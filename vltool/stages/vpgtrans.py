@@ -27,10 +27,11 @@ from vltool.data.image_check import check_images
 from vltool.data.specs import load_spec
 from vltool.data.vl_collate import VLCollator, compute_features
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
-from vltool.errors import UserError
+from vltool.errors import RunDiverged, UserError
 from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
 from vltool.sources.vpg_source import VPGSource, load_source, load_target
+from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
 
@@ -60,11 +61,10 @@ def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | Non
 
 
 def _image_token(tokenizer, lm) -> int:
-    """The target tokenizer's image placeholder, added (and the embeddings resized) if missing."""
-    if "<image>" not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-        lm.resize_token_embeddings(len(tokenizer))
-    return tokenizer.convert_tokens_to_ids("<image>")
+    """The target tokenizer's image placeholder, added (and the embeddings grown) if missing."""
+    from vltool.sources.hf_blip2 import ensure_image_token
+
+    return ensure_image_token(tokenizer, lm)
 
 
 def _fresh_parts(source: VPGSource, llm_width: int, seed: int) -> tuple[nn.Module, torch.Tensor, nn.Linear]:
@@ -166,8 +166,19 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     return evaluate
 
 
+def _run_root(out: Path) -> Path:
+    """Checkpoints and live metrics of an unfinished run, beside ``out``; removed once it is written."""
+    return out.parent / f".{out.name}.run"
+
+
 def _run_dir(out: Path, phase: str) -> Path:
-    return out.parent / f".{out.name}.run" / phase
+    return _run_root(out) / phase
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether this phase's newest checkpoint is the one written when it finished."""
+    found = latest_checkpoint(run_dir)
+    return found is not None and json.loads((found / STATE_FILE).read_text()).get("completed", False)
 
 
 def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: Reporter, resume: bool,
@@ -175,9 +186,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
     """Run one training phase; returns (model, its metric rows, timing)."""
     model = setup.model
     run_dir = _run_dir(out, phase)
-    if not resume:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    resume_here = resume and (run_dir / "checkpoints").is_dir()
+    resume_here = resume and latest_checkpoint(run_dir) is not None
     timing: dict[str, float] = {}
     if phase == "warmup":
         vlm.set_trainable(model, ("projector",))
@@ -187,7 +196,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
             "eval_every": cfg.eval.every,
         })
         features = None
-        if cfg.warmup.feature_cache:
+        if cfg.warmup.feature_cache and not (resume_here and _finished(run_dir)):
             started = time.perf_counter()
             model.eval()
             with torch.no_grad():
@@ -204,7 +213,8 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
                    eval_fn=make_eval(setup, cfg), reporter=reporter, resume=resume_here, accelerator=accelerator,
                    task=f"{phase} ({cfg.dst})")
     if result.stopped != "completed":
-        raise UserError(f"{phase} stopped: {result.stopped}; the last good checkpoint is in {run_dir / 'checkpoints'}")
+        raise RunDiverged(f"{phase} stopped: {result.stopped}; the last good checkpoint is in "
+                          f"{run_dir / 'checkpoints'} (lower train.lr or set train.on_nonfinite=skip, then --resume)")
     train_rows = [r for r in result.history if "loss" in r]
     if train_rows:
         timing["step_s"] = result.wall_time_s / max(1, result.steps)
@@ -259,13 +269,17 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     """Stage 1 only; writes a vpg artifact that ``transfer --from-warmup`` continues from."""
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
+    claim_run_folder(_run_root(out), resume, force)
     accelerator = make_accelerator(cfg.train.precision)
     setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
     model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
     metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
                "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
                "steps_total": timing["steps"]}
-    return _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator)
+    path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator)
+    if accelerator.is_main_process:
+        shutil.rmtree(_run_root(out), ignore_errors=True)
+    return path
 
 
 def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None, force: bool = False,
@@ -273,6 +287,9 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     """Warm-up (unless continuing from one, or from scratch), then stage-2 VPG fine-tuning."""
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
+    if from_warmup is not None:
+        _check_warmup_matches(cfg, Path(from_warmup))
+    claim_run_folder(_run_root(out), resume, force)
     accelerator = make_accelerator(cfg.train.precision)
     rows: list[dict] = []
     metrics: dict[str, Any] = {}
@@ -299,8 +316,32 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     metrics.update({**_final_eval(rows), "finetune_steps": timing["steps"], "steps_total": offset + timing["steps"],
                     "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s")})
     path = _save(setup, model, cfg, out, force, rows, metrics, accelerator)
-    shutil.rmtree(out.parent / f".{out.name}.run", ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(_run_root(out), ignore_errors=True)
     return path
+
+
+def _check_warmup_matches(cfg: VPGTransRecipe, warm: Path) -> None:
+    """Refuse ``--dst`` / ``--src`` that differ from what the warm-up artifact was trained for.
+
+    Its projector maps into its own LLM's embedding space; continuing on another LLM would train
+    on the artifact's LLM while the manifest names the other one.
+    """
+    from vltool.sources.resolve import resolve_target
+
+    recipe = read_artifact(warm, kinds=("vpg",), verify=False).manifest.get("recipe", {})
+    for key, flag in (("dst", "--dst"), ("src", "--src")):
+        theirs, ours = recipe.get(key), getattr(cfg, key)
+        if not theirs or not ours or theirs == ours:
+            continue
+        if key == "dst":
+            try:
+                if resolve_target(ours).path.resolve() == resolve_target(theirs).path.resolve():
+                    continue
+            except UserError:
+                pass
+        raise UserError(f"{flag} {ours} does not match the warm-up artifact {warm}, which was trained with "
+                        f"{key} {theirs}; drop {flag} or pass {theirs}")
 
 
 def flags_from_warmup(path: Path) -> dict[str, Any]:

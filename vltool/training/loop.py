@@ -30,8 +30,17 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vltool.errors import UserError
-from vltool.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vltool.errors import Interrupted, UserError
+from vltool.training.checkpoint import (
+    checkpoint_dir,
+    keep_trainable_hook,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    strict_load_hook,
+    trainable_names,
+)
+from vltool.training.faults import maybe_fault, planned_faults
 from vltool.training.optim import build_optimizer, build_scheduler
 from vltool.training.progress import NullReporter, Reporter
 from vltool.training.sampler import StepBatchSampler
@@ -102,21 +111,6 @@ def resolve_warmup(settings: TrainSettings, dataset_size: int) -> TrainSettings:
     return settings.model_copy(update={"warmup_steps": steps, "warmup_epochs": None})
 
 
-def _trainable_names(model: nn.Module) -> set[str]:
-    return {name for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _keep_trainable_only(model: nn.Module) -> Callable:
-    """Save-state hook: checkpoint only what trains (a frozen 7B LLM is not copied each save)."""
-    names = _trainable_names(model)
-
-    def hook(models: list, weights: list, output_dir: str) -> None:
-        for i, state in enumerate(weights):
-            weights[i] = {k: v for k, v in state.items() if k.removeprefix("module.") in names}
-
-    return hook
-
-
 def _move(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
@@ -160,128 +154,191 @@ def train(
     ``loss_fn(model, batch)`` returns the mean loss of a micro-batch. ``eval_fn(model, step)``
     runs on the main process every ``eval_every`` steps and at the end; its numbers go to
     ``metrics.jsonl`` under ``eval``. With ``resume`` the newest checkpoint in
-    ``run_dir/checkpoints`` is restored and the run continues to the same result an
-    uninterrupted run gives.
+    ``run_dir/checkpoints`` is restored and the run continues to the same result (tensors and
+    logged loss curve) an uninterrupted run gives; a checkpoint of a finished run returns at
+    once. With ``save_every`` a last checkpoint is written when the run finishes, so a later
+    phase of the same stage can be resumed without redoing this one.
+
+    The Accelerator may be shared by several ``train()`` calls of one stage: each call removes
+    its checkpoint hooks and drops its model/optimizer from the Accelerator when it returns.
+    Ctrl-C raises ``Interrupted`` naming the checkpoint to resume from.
     """
-    started = time.perf_counter()
     accelerator = accelerator or make_accelerator(settings.precision)
-    main = accelerator.is_main_process
-    reporter = reporter if (reporter is not None and main) else NullReporter()
-    set_seed(settings.seed)
-    settings = resolve_warmup(settings, len(train_data))
-    total, micro, accum = plan_steps(settings, len(train_data), accelerator.num_processes)
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-
     optimizer = build_optimizer(model, settings)
-    scheduler = build_scheduler(optimizer, total, settings)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    trainables = [p for p in model.parameters() if p.requires_grad]
-    accelerator.register_save_state_pre_hook(_keep_trainable_only(accelerator.unwrap_model(model)))
+    names = trainable_names(model)
+    handles = [
+        accelerator.register_save_state_pre_hook(keep_trainable_hook(names)),
+        accelerator.register_load_state_pre_hook(strict_load_hook(model, names)),
+    ]
+    run = _Run(accelerator, model, loss_fn, train_data, settings, collate_fn, run_dir, eval_fn, reporter, task)
+    try:
+        return run.go(optimizer, resume)
+    except KeyboardInterrupt:
+        raise Interrupted(run.resume_hint()) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+        accelerator.free_memory()
 
-    start_step, history, skipped = 0, [], 0
-    if resume:
-        if run_dir is None:
-            raise UserError("resume needs a run folder; none was given")
-        found = latest_checkpoint(run_dir)
-        if found is None:
-            raise UserError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'}")
-        state = load_checkpoint(accelerator, found)
-        start_step, history, skipped = state["step"], state["history"], state.get("skipped", 0)
-        reporter.log(f"resumed from {found} at step {start_step}")
 
-    log = _MetricsLog(run_dir / "metrics.jsonl" if run_dir else None, history, main)
-    sampler = StepBatchSampler(
-        len(train_data), micro, accum, accelerator.num_processes, accelerator.process_index,
-        settings.seed, total, start_step,
-    )
-    loader = DataLoader(
-        train_data, batch_sampler=sampler, collate_fn=collate_fn, num_workers=settings.num_workers
-    )
-    # DataLoader.__iter__ draws a base seed from the global RNG; keep that draw from shifting
-    # the dropout stream, so a resumed run matches an uninterrupted one bit for bit.
-    rng_state = torch.get_rng_state()
-    batches = iter(loader)
-    torch.set_rng_state(rng_state)
-    samples_per_step = micro * accum * accelerator.num_processes
-    reporter.start(task, total)
-    result = TrainResult(steps=start_step, history=history, skipped_nonfinite=skipped)
-    tick, recent = time.perf_counter(), []
+class _Run:
+    """One call of ``train()``: its state lives here so Ctrl-C can say where to resume from."""
 
-    def evaluate(step: int) -> None:
-        if eval_fn is None:
-            return
-        if main:
-            unwrapped = accelerator.unwrap_model(model)
-            was_training = unwrapped.training
-            unwrapped.eval()
-            with torch.no_grad():
-                metrics = {k: float(v) for k, v in eval_fn(unwrapped, step).items()}
-            unwrapped.train(was_training)
-            row = {"step": step, "eval": metrics}
-            history.append(row)
-            log.write(row)
-            result.final_metrics = metrics
-        accelerator.wait_for_everyone()
+    def __init__(self, accelerator: Accelerator, model: nn.Module, loss_fn: LossFn, train_data: Dataset,
+                 settings: TrainSettings, collate_fn: Callable | None, run_dir: Path | None,
+                 eval_fn: EvalFn | None, reporter: Reporter | None, task: str) -> None:
+        self.accelerator, self.model, self.loss_fn = accelerator, model, loss_fn
+        self.train_data, self.collate_fn, self.eval_fn, self.task = train_data, collate_fn, eval_fn, task
+        self.main = accelerator.is_main_process
+        self.reporter = reporter if (reporter is not None and self.main) else NullReporter()
+        self.settings = resolve_warmup(settings, len(train_data))
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.last_checkpoint: Path | None = None
 
-    model.train()
-    for step in range(start_step, total):
-        losses = []
-        for micro_index in range(accum):
-            batch = _move(next(batches), accelerator.device)
-            sync = micro_index == accum - 1
-            context = accelerator.no_sync(model) if not sync else nullcontext()
-            with context, accelerator.autocast():
-                loss = loss_fn(model, batch)
-                accelerator.backward(loss / accum)
-            losses.append(loss.detach().float())
-        step_loss = torch.stack(losses).mean()
-        finite = torch.isfinite(step_loss).to(accelerator.device, torch.float32)
-        finite = accelerator.reduce(finite, reduction="sum") if accelerator.num_processes > 1 else finite
-        if finite.item() < accelerator.num_processes:
-            optimizer.zero_grad(set_to_none=True)
-            if settings.on_nonfinite == "skip":
-                skipped += 1
-                scheduler.step()
-                continue
-            result.stopped = f"non-finite loss at step {step + 1}"
-            break
-        if settings.max_grad_norm:
-            accelerator.clip_grad_norm_(trainables, settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
-        recent.append(mean_loss)
-        if done % settings.log_every == 0 or done == total:
-            now = time.perf_counter()
-            row = {
-                "step": done,
-                "loss": sum(recent) / len(recent),
-                "lr": scheduler.get_last_lr()[0],
-                "samples_per_s": samples_per_step * len(recent) / max(now - tick, 1e-9),
-            }
-            tick, recent = now, []
-            history.append(row)
-            log.write(row)
-            reporter.update(done, loss=row["loss"], lr=row["lr"], samples_per_s=row["samples_per_s"])
-        if settings.eval_every and done % settings.eval_every == 0 and done != total:
-            evaluate(done)
-        if run_dir is not None and settings.save_every and done % settings.save_every == 0:
-            save_checkpoint(
-                accelerator, run_dir, done, {"history": history, "skipped": skipped},
+    def resume_hint(self) -> str:
+        if self.last_checkpoint is None:
+            return (f"interrupted during {self.task}: no checkpoint was saved yet (train.save_every="
+                    f"{self.settings.save_every}); rerunning starts over")
+        return (f"interrupted during {self.task}; rerun the same command with --resume to continue from "
+                f"{self.last_checkpoint}")
+
+    def go(self, optimizer: torch.optim.Optimizer, resume: bool) -> TrainResult:
+        started = time.perf_counter()
+        accelerator, settings, run_dir, reporter = self.accelerator, self.settings, self.run_dir, self.reporter
+        set_seed(settings.seed)
+        total, micro, accum = plan_steps(settings, len(self.train_data), accelerator.num_processes)
+        scheduler = build_scheduler(optimizer, total, settings)
+        model, optimizer, scheduler = accelerator.prepare(self.model, optimizer, scheduler)
+        trainables = [p for p in model.parameters() if p.requires_grad]
+
+        state: dict[str, Any] = {"step": 0, "history": [], "skipped": 0, "pending": [], "completed": False}
+        if run_dir is not None:
+            self.last_checkpoint = latest_checkpoint(run_dir)
+        if resume:
+            if run_dir is None:
+                raise UserError("resume needs a run folder; none was given")
+            if self.last_checkpoint is None:
+                raise UserError(f"nothing to resume: no complete checkpoint in {checkpoint_dir(run_dir)}")
+            state.update(load_checkpoint(accelerator, self.last_checkpoint))
+            reporter.log(f"resumed {self.task} from {self.last_checkpoint} at step {state['step']}")
+        start_step, history, skipped = state["step"], state["history"], state["skipped"]
+        # Losses of steps since the last log row: part of the checkpoint, so a resumed run logs
+        # the same running mean as an uninterrupted one.
+        pending: list[float] = state["pending"]
+
+        log = _MetricsLog(run_dir / "metrics.jsonl" if run_dir else None, history, self.main)
+        result = TrainResult(steps=start_step, history=history, skipped_nonfinite=skipped)
+        evals = [row["eval"] for row in history if "eval" in row]
+        result.final_metrics = evals[-1] if evals else {}
+        if state["completed"]:
+            reporter.log(f"{self.task} had finished; nothing left to train")
+            result.wall_time_s = time.perf_counter() - started
+            result.model = accelerator.unwrap_model(model)
+            return result
+
+        sampler = StepBatchSampler(
+            len(self.train_data), micro, accum, accelerator.num_processes, accelerator.process_index,
+            settings.seed, total, start_step,
+        )
+        loader = DataLoader(
+            self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn, num_workers=settings.num_workers
+        )
+        # DataLoader.__iter__ draws a base seed from the global RNG; keep that draw from shifting
+        # the dropout stream, so a resumed run matches an uninterrupted one bit for bit.
+        rng_state = torch.get_rng_state()
+        batches = iter(loader)
+        torch.set_rng_state(rng_state)
+        samples_per_step = micro * accum * accelerator.num_processes
+        reporter.start(self.task, total)
+        if start_step:
+            reporter.update(start_step)
+        tick = time.perf_counter()
+        steps_timed = 0
+        faults = planned_faults(self.task)
+
+        def evaluate(step: int) -> None:
+            if self.eval_fn is None:
+                return
+            if self.main:
+                unwrapped = accelerator.unwrap_model(model)
+                was_training = unwrapped.training
+                unwrapped.eval()
+                with torch.no_grad():
+                    metrics = {k: float(v) for k, v in self.eval_fn(unwrapped, step).items()}
+                unwrapped.train(was_training)
+                row = {"step": step, "eval": metrics}
+                history.append(row)
+                log.write(row)
+                result.final_metrics = metrics
+                reporter.log(f"{self.task} step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            accelerator.wait_for_everyone()
+
+        def checkpoint(step: int, completed: bool) -> None:
+            if run_dir is None or not settings.save_every:
+                return
+            self.last_checkpoint = save_checkpoint(
+                accelerator, run_dir, step,
+                {"history": history, "skipped": skipped, "pending": pending, "completed": completed},
                 settings.keep_checkpoints,
             )
-        result.steps = done
 
-    if result.stopped == "completed":
-        evaluate(result.steps)
-    reporter.finish(steps=result.steps, stopped=result.stopped)
-    result.history = history
-    result.skipped_nonfinite = skipped
-    result.wall_time_s = time.perf_counter() - started
-    accelerator.wait_for_everyone()
-    result.model = accelerator.unwrap_model(model)
-    return result
+        model.train()
+        for step in range(start_step, total):
+            losses = []
+            for micro_index in range(accum):
+                batch = _move(next(batches), accelerator.device)
+                sync = micro_index == accum - 1
+                context = accelerator.no_sync(model) if not sync else nullcontext()
+                with context, accelerator.autocast():
+                    loss = self.loss_fn(model, batch)
+                    accelerator.backward(loss / accum)
+                losses.append(loss.detach().float())
+            step_loss = torch.stack(losses).mean()
+            finite = torch.isfinite(step_loss).to(accelerator.device, torch.float32)
+            finite = accelerator.reduce(finite, reduction="sum") if accelerator.num_processes > 1 else finite
+            if finite.item() < accelerator.num_processes:
+                optimizer.zero_grad(set_to_none=True)
+                if settings.on_nonfinite == "skip":
+                    skipped += 1
+                    scheduler.step()
+                    continue
+                result.stopped = f"non-finite loss at step {step + 1}"
+                break
+            if settings.max_grad_norm:
+                accelerator.clip_grad_norm_(trainables, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            pending.append(accelerator.reduce(step_loss, reduction="mean").item())
+            steps_timed += 1
+            if done % settings.log_every == 0 or done == total:
+                now = time.perf_counter()
+                row = {
+                    "step": done,
+                    "loss": sum(pending) / len(pending),
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": samples_per_step * steps_timed / max(now - tick, 1e-9),
+                }
+                tick, steps_timed = now, 0
+                pending.clear()
+                history.append(row)
+                log.write(row)
+                reporter.update(done, loss=row["loss"], lr=row["lr"], samples_per_s=row["samples_per_s"])
+            if settings.eval_every and done % settings.eval_every == 0 and done != total:
+                evaluate(done)
+            if done % max(settings.save_every, 1) == 0 and done != total:
+                checkpoint(done, completed=False)
+            result.steps = done
+            maybe_fault(faults, done)
 
+        if result.stopped == "completed":
+            evaluate(result.steps)
+            checkpoint(result.steps, completed=True)
+        reporter.finish(steps=result.steps, stopped=result.stopped)
+        result.history = history
+        result.skipped_nonfinite = skipped
+        result.wall_time_s = time.perf_counter() - started
+        accelerator.wait_for_everyone()
+        result.model = accelerator.unwrap_model(model)
+        return result

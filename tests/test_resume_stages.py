@@ -1,0 +1,120 @@
+"""Stages killed and resumed as users do it: real ``vltool`` subprocesses, SIGKILL and Ctrl-C.
+
+Each run is stopped at exact optimizer steps by ``VLTOOL_FAULT_AFTER_STEP`` (vltool.training.
+faults), sometimes twice, then continued with ``--resume``; the final tensors and the logged
+loss / eval curve must equal an uninterrupted run's exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+SMALL = ["data.max_train_samples=48", "data.max_val_samples=8", "train.batch_size=8", "eval.max_new_tokens=4",
+         "eval.every=4", "train.save_every=5", "train.log_every=3", "train.keep_checkpoints=2"]
+TRANSFER = ["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
+            "--val-data", "demo:caption", "warmup.max_steps=10", "train.max_steps=12", *SMALL]
+
+
+def vltool(home: Path, args: list[str], fault: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLTOOL_HOME": str(home), "VLTOOL_DEMO_PROFILE": "quick", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "200", "VLTOOL_FAULT_AFTER_STEP": fault}
+    return subprocess.run([sys.executable, "-m", "vltool", *args], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def curve(artifact: Path) -> list[dict]:
+    """The logged rows without wall-clock fields."""
+    rows = [json.loads(x) for x in (artifact / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
+
+
+def assert_same_artifact(a: Path, b: Path, weights: str) -> None:
+    ta, tb = load_file(a / weights), load_file(b / weights)
+    assert ta.keys() == tb.keys()
+    worst = max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta)
+    assert worst == 0.0, f"max abs diff {worst}"
+    assert curve(a) == curve(b)
+
+
+def test_transfer_in_one_process_resumes_exactly_after_kill_and_ctrl_c(quick_world: Path, tmp_path: Path) -> None:
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    ok(vltool(quick_world, [*TRANSFER, "--out", str(straight)]))
+
+    # SIGKILL inside the warm-up, between checkpoints
+    first = vltool(quick_world, [*TRANSFER, "--out", str(broken)], fault="warmup:7:KILL")
+    assert first.returncode == -9 and not broken.exists()
+    # resumed, then killed again inside fine-tuning (after warm-up finished and checkpointed)
+    second = vltool(quick_world, [*TRANSFER, "--out", str(broken), "--resume"], fault="finetune:6:KILL")
+    assert second.returncode == -9
+    # resumed, then Ctrl-C (SIGINT) inside fine-tuning: one line saying how to resume, exit 130
+    third = vltool(quick_world, [*TRANSFER, "--out", str(broken), "--resume"], fault="finetune:11:INT")
+    assert third.returncode == 130, third.stderr[-2000:]
+    assert "--resume" in third.stderr and "step_000010" in third.stderr and "Traceback" not in third.stderr
+    ok(vltool(quick_world, [*TRANSFER, "--out", str(broken), "--resume"]))
+
+    assert_same_artifact(straight, broken, "vpg.safetensors")
+    assert len(load_file(broken / "vpg.safetensors")) > 50  # Q-Former, queries, ln_vision, projector
+    assert not (tmp_path / ".broken.run").exists()
+
+
+def test_resume_rules_protect_long_runs(quick_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    nothing = vltool(quick_world, [*TRANSFER, "--out", str(out), "--resume"])
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr and ".run.run" in nothing.stderr
+
+    assert vltool(quick_world, [*TRANSFER, "--out", str(out)], fault="finetune:5:KILL").returncode == -9
+    again = vltool(quick_world, [*TRANSFER, "--out", str(out)])
+    assert again.returncode == 2 and "--resume" in again.stderr and "--force" in again.stderr
+    assert (tmp_path / ".run.run" / "finetune" / "checkpoints" / "step_000005").is_dir()  # nothing deleted
+
+    diverged = vltool(quick_world, [*TRANSFER, "--out", str(out), "--force", "train.lr=1e30",
+                                    "warmup.lr_mult=1"])
+    assert diverged.returncode == 3, diverged.stderr[-2000:]
+    assert "non-finite loss" in diverged.stderr and "Traceback" not in diverged.stderr
+
+
+@pytest.mark.slow
+def test_warmup_and_from_warmup_resume_exactly(quick_world: Path, tmp_path: Path) -> None:
+    warm_args = ["warmup", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
+                 "--val-data", "demo:caption", "warmup.max_steps=10", *SMALL]
+    ok(vltool(quick_world, [*warm_args, "--out", str(tmp_path / "w1")]))
+    assert vltool(quick_world, [*warm_args, "--out", str(tmp_path / "w2")], fault="warmup:5:KILL").returncode == -9
+    ok(vltool(quick_world, [*warm_args, "--out", str(tmp_path / "w2"), "--resume"]))
+    assert_same_artifact(tmp_path / "w1", tmp_path / "w2", "vpg.safetensors")
+
+    cont = ["transfer", "--from-warmup", str(tmp_path / "w1"), "train.max_steps=12", *SMALL]
+    ok(vltool(quick_world, [*cont, "--out", str(tmp_path / "t1")]))
+    assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2")], fault="finetune:3:KILL").returncode == -9
+    assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2"), "--resume"],
+                  fault="finetune:9:INT").returncode == 130
+    ok(vltool(quick_world, [*cont, "--out", str(tmp_path / "t2"), "--resume"]))
+    assert_same_artifact(tmp_path / "t1", tmp_path / "t2", "vpg.safetensors")
+
+    other = vltool(quick_world, [*cont, "--dst", "demo-opt-l", "--out", str(tmp_path / "t3")])
+    assert other.returncode == 2
+    assert "--dst demo-opt-l" in other.stderr and "demo-llama" in other.stderr
+
+
+@pytest.mark.slow
+def test_tune_mma_resumes_exactly(quick_world: Path, tmp_path: Path) -> None:
+    vpg = tmp_path / "vpg"
+    ok(vltool(quick_world, [*TRANSFER, "--out", str(vpg), "warmup.max_steps=2", "train.max_steps=2"]))
+    args = ["tune-mma", "--model", str(vpg), "--data", "demo:sqa", "--data", "demo:text", "--val-data", "demo:sqa",
+            "train.max_steps=14", *SMALL]
+    ok(vltool(quick_world, [*args, "--out", str(tmp_path / "m1")]))
+    assert vltool(quick_world, [*args, "--out", str(tmp_path / "m2")], fault="tune-mma:7:KILL").returncode == -9
+    assert vltool(quick_world, [*args, "--out", str(tmp_path / "m2"), "--resume"],
+                  fault="tune-mma:12:KILL").returncode == -9
+    ok(vltool(quick_world, [*args, "--out", str(tmp_path / "m2"), "--resume"]))
+    assert_same_artifact(tmp_path / "m1", tmp_path / "m2", "adapters.safetensors")
