@@ -17,6 +17,9 @@ def test_every_shipped_recipe_validates() -> None:
     for name, path in recipes:
         cfg = validate_recipe(read_yaml(path), str(path))
         assert cfg.stage in ("warmup", "transfer", "tune-mma", "eval"), name
+        if cfg.stage != "eval" and not name.startswith("demo/"):
+            # a multi-day real-scale run must be resumable
+            assert cfg.train.save_every > 0, f"{name} writes no checkpoint"
 
 
 def test_all_errors_reported_at_once_with_file_key_and_suggestion(tmp_path: Path) -> None:
