@@ -30,3 +30,18 @@ def test_lavin_7b_trains_exactly_3781296_parameters() -> None:
     assert parts["LLM (frozen)"].trainable == 0 == parts["vision encoder (frozen)"].trainable
     assert trainable_count(model) == LAVIN_7B_TRAINABLE == 3_781_296
     assert sum(t.numel() for t in model.trainable_state().values()) == LAVIN_7B_TRAINABLE
+
+
+def test_lavin_7b_decay_groups_follow_the_tensors_not_their_names() -> None:
+    """LaVIN (timm's rule): AdamW decay 0.02 on every >= 2-D tensor, none on biases and 1-D."""
+    from vltool.training.optim import param_groups
+
+    decay, no_decay = param_groups(meta_lavin7b("attn"), 0.02)
+    count = lambda group: sum(p.numel() for p in group["params"])  # noqa: E731
+    # per LLM adapter: down 4096x8, two grouped ups 4096x4, router 4096x2 decayed; 8 + 2x4096 + 2 biases not
+    llm_decay, llm_bias = 32 * (4096 * 8 + 2 * 4096 * 4 + 4096 * 2), 32 * (8 + 2 * 4096 + 2)
+    vit_decay, vit_bias = 24 * (1024 * 8 + 2 * 1024 * 4 + 1024 * 2), 24 * (8 + 2 * 1024 + 2)
+    proj_decay, proj_bias = 1024 * 128 + 128 * 4096, 128 + 4096
+    assert count(decay) == llm_decay + vit_decay + proj_decay + 2 * 4096 == 3_465_216
+    assert count(no_decay) == llm_bias + vit_bias + proj_bias == 316_080
+    assert decay["weight_decay"] == 0.02 and no_decay["weight_decay"] == 0.0

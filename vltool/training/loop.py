@@ -250,8 +250,7 @@ class _Run:
         torch.set_rng_state(rng_state)
         samples_per_step = micro * accum * accelerator.num_processes
         reporter.start(self.task, total)
-        if start_step:
-            reporter.update(start_step)
+        reporter.update(start_step)  # where the ETA starts counting (a resumed run's first step)
         tick = time.perf_counter()
         steps_timed = 0
         faults = planned_faults(self.task)

@@ -1,8 +1,7 @@
 """AdamW parameter groups and LR schedules shared by every stage.
 
-Weight decay is never applied to biases, norm weights or any tensor with fewer than two
-dimensions (LAVIS and LaVIN both exclude them; decaying a LayerNorm gain towards zero only
-hurts). Schedules are written as plain functions of the step so a resumed run computes exactly
+Weight decay is never applied to tensors with fewer than two dimensions: biases and norm gains
+(LAVIS and LaVIN both exclude them; decaying a LayerNorm gain towards zero only hurts). Schedules are written as plain functions of the step so a resumed run computes exactly
 the same LR as an uninterrupted one.
 """
 
@@ -16,19 +15,23 @@ from torch import nn
 from vltool.training.settings import TrainSettings
 
 
-def is_no_decay(name: str, param: torch.Tensor) -> bool:
-    """Bias, norm and 1-D parameters are not decayed."""
-    lowered = name.lower()
-    return param.ndim < 2 or lowered.endswith(".bias") or "norm" in lowered or "ln_" in lowered
+def is_no_decay(param: torch.Tensor) -> bool:
+    """Biases, norm gains and every other tensor with fewer than two dimensions are not decayed.
+
+    Decided by the tensor, not its name: LaVIN's MM-Adapters live under wrapped norms
+    (``...input_layernorm.adapter.down.weight``), and a name rule gave 3.1M of LaVIN-7B's 3.78M
+    trainable parameters no decay instead of LaVIN's 0.02.
+    """
+    return param.ndim < 2
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split the trainable parameters into a decayed and a non-decayed group."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if not param.requires_grad:
             continue
-        (no_decay if is_no_decay(name, param) else decay).append(param)
+        (no_decay if is_no_decay(param) else decay).append(param)
     groups = []
     if decay:
         groups.append({"params": decay, "weight_decay": weight_decay})

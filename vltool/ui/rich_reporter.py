@@ -1,7 +1,9 @@
 """The Rich progress bar behind the ``Reporter`` protocol (CLI side only).
 
 Stages and the training loop never import Rich; the CLI hands them this reporter, which draws
-one bar per task with the latest loss, learning rate and throughput.
+one bar per task with the latest loss, learning rate, throughput and time left. When stderr is
+not a terminal (nohup, SLURM, a pipe) a live bar shows nothing until it ends, so each logged row
+is printed as one plain, timestamped line instead: the job's log file is then a readable record.
 """
 
 from __future__ import annotations
@@ -9,7 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import time
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class RichReporter:
@@ -23,12 +34,20 @@ class RichReporter:
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=self.console,
         )
         self.task_id: Any = None
         self.started = False
+        self.live = self.console.is_terminal
+        self.task_name, self.total, self.t0, self.first = "", 0, 0.0, 0
 
     def start(self, task: str, total: int) -> None:
+        self.task_name, self.total, self.t0, self.first = task, total, time.perf_counter(), -1
+        if not self.live:
+            self.console.print(f"{_now()} {task}: {total} steps", highlight=False)
+            return
         if not self.started:
             self.progress.start()
             self.started = True
@@ -36,15 +55,33 @@ class RichReporter:
 
     def update(self, done: int, **fields: Any) -> None:
         info = "  ".join(_fmt(k, v) for k, v in fields.items())
+        if self.first < 0:  # the first update after start: a resumed run starts counting here
+            self.first, self.t0 = done, time.perf_counter()
+        if not self.live:
+            if fields:
+                self.console.print(f"{_now()} {self.task_name} step {done}/{self.total}  {info}  "
+                                   f"eta {self._eta(done)}", highlight=False)
+            return
         self.progress.update(self.task_id, completed=done, info=info)
 
+    def _eta(self, done: int) -> str:
+        rate = (done - self.first) / max(time.perf_counter() - self.t0, 1e-9)
+        if rate <= 0:
+            return "?"
+        seconds = int((self.total - done) / rate)
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
     def finish(self, **fields: Any) -> None:
+        if not self.live:
+            self.console.print(f"{_now()} {self.task_name}: {fields.get('stopped', 'done')} after "
+                               f"{fields.get('steps', '?')} steps", highlight=False)
+            return
         if self.task_id is not None:
             task = self.progress.tasks[-1]
             self.progress.update(self.task_id, completed=task.completed if task.total is None else task.total)
 
     def log(self, message: str) -> None:
-        self.progress.console.print(message)
+        self.console.print(message if self.live else f"{_now()} {message}", highlight=False, markup=False)
 
     def close(self) -> None:
         if self.started:
@@ -60,3 +97,7 @@ def _fmt(key: str, value: Any) -> str:
             return f"{value:.1f} samples/s"
         return f"{key} {value:.4f}"
     return f"{key} {value}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
