@@ -2,8 +2,9 @@
 
 A ``vpg`` artifact becomes a ``Blip2ForConditionalGeneration`` folder (the transferred VPG on the
 target LLM, with a ``Blip2Processor``) that plain transformers loads with the same outputs as
-vltool's own forward. The folder is also a ``model`` artifact (its manifest lists every file);
-merging a ``model`` again says so and changes nothing.
+vltool's own forward. The folder is also a ``model`` artifact (its manifest lists every file,
+the ``README.md`` model card of ``model_card`` among them); merging a ``model`` again says so and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
+from vltool.stages.model_card import write_model_card
 from vltool.training.progress import NullReporter, Reporter
 
 
@@ -32,6 +34,7 @@ def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="vpg")
         writer.manifest["format"] = "Blip2ForConditionalGeneration"
         writer.manifest["metrics"] = {k: v for k, v in manifest.get("metrics", {}).items() if k.startswith("final_")}
+        write_model_card(writer, manifest)  # README.md, inside the temp folder: listed in the manifest
     return out
 
 
@@ -82,6 +85,7 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
                                 "modality": modality, "merge": result.message,
                                 "note": "prompts follow LaVIN: [BOS] 'Image:' + visual tokens (or 'Image: N/A'), "
                                         "then the prompt"})
+        write_model_card(writer, read_artifact(Path(artifact), verify=False).manifest)
     return out
 
 
