@@ -149,6 +149,14 @@ def test_skip_bad_images_answers_the_rest(arts: dict[str, Path], quick_world: Pa
     assert [r["image"] for r in rows] == [good] and "skipping 1 requests" in got.stderr
 
 
+def test_help_lists_every_input_and_option() -> None:
+    result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--image", "--images", "--requests", "--prompt", "--json", "--max-new-tokens", "--num-beams",
+                   "--batch-size", "--skip-bad-images"):
+        assert option in result.output, option
+
+
 def test_exit_code_2_and_one_line_from_the_command(quick_world: Path, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "vltool", "predict", "demo-blip2-opt-s", "--image",

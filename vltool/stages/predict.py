@@ -13,6 +13,11 @@ folders, HF BLIP-2 folders, aliases) and generates with the same ``Predictor.gen
 prediction here is exactly what ``vltool eval`` scores for the same input and settings. Images
 are opened (fully decoded) before the model is loaded: missing or corrupt ones are one error
 naming them, or are dropped with ``skip_bad_images``.
+
+The CLI prints the text alone for one request, ``id<TAB>prediction`` lines for several (ids are
+image file names, or the request lines' ``id`` / line numbers), and with ``--json`` one
+``{"id", "image", "prompt", "prediction"}`` object a line. Under ``accelerate launch`` the
+requests are shared out across processes as eval's are, and printed once.
 """
 
 from __future__ import annotations

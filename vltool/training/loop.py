@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vltool.errors import Interrupted, UserError
 from vltool.training.checkpoint import (
@@ -40,6 +41,7 @@ from vltool.training.checkpoint import (
     strict_load_hook,
     trainable_names,
 )
+from vltool.training.data_loader import iterate, make_loader
 from vltool.training.faults import maybe_fault, planned_faults
 from vltool.training.optim import build_optimizer, build_scheduler
 from vltool.training.progress import NullReporter, Reporter
@@ -236,17 +238,19 @@ class _Run:
             result.model = accelerator.unwrap_model(model)
             return result
 
-        sampler = StepBatchSampler(
-            len(self.train_data), micro, accum, accelerator.num_processes, accelerator.process_index,
-            settings.seed, total, start_step,
+        # A dataset may bring its own deterministic batch order (a ratio mixture of sources);
+        # the sample order never depends on the worker count.
+        make_sampler = getattr(self.train_data, "batch_sampler", None)
+        sampler = (make_sampler or partial(StepBatchSampler, len(self.train_data)))(
+            micro, accum, accelerator.num_processes, accelerator.process_index, settings.seed, total, start_step,
         )
-        loader = DataLoader(
-            self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn, num_workers=settings.num_workers
-        )
+        if hasattr(sampler, "check_state") and "data" in state:
+            sampler.check_state(state["data"])  # the stream positions of the checkpoint
+        loader = make_loader(self.train_data, sampler, self.collate_fn, settings.num_workers)
         # DataLoader.__iter__ draws a base seed from the global RNG; keep that draw from shifting
         # the dropout stream, so a resumed run matches an uninterrupted one bit for bit.
         rng_state = torch.get_rng_state()
-        batches = iter(loader)
+        batches = iterate(loader)
         torch.set_rng_state(rng_state)
         samples_per_step = micro * accum * accelerator.num_processes
         reporter.start(self.task, total)
@@ -277,7 +281,8 @@ class _Run:
                 return
             self.last_checkpoint = save_checkpoint(
                 accelerator, run_dir, step,
-                {"history": history, "skipped": skipped, "pending": pending, "completed": completed},
+                {"history": history, "skipped": skipped, "pending": pending, "completed": completed,
+                 **({"data": sampler.state(step)} if hasattr(sampler, "state") else {})},
                 settings.keep_checkpoints,
             )
 

@@ -43,7 +43,10 @@ class TrainSettings(BaseModel):
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="non-finite loss: stop keeping the last good checkpoint, or skip the step"
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader processes decoding images; unset: min(4, CPUs - 1) for image data, "
+        "0 for text; 0 decodes in the training process"
+    )
 
     @model_validator(mode="after")
     def _length_given(self) -> TrainSettings:
