@@ -204,7 +204,7 @@ def test_card_front_matter_names_hub_ids_of_aliases_and_cached_paths() -> None:
     from vltool.stages.model_card import render
 
     snap = "/hf/hub/models--lmsys--vicuna-7b-v1.5/snapshots/abc123"
-    vpg = {"kind": "vpg", "recipe": {"src": "opt2.7b", "dst": snap, "train": {"lr": 1e-4}},
+    vpg = {"kind": "vpg", "recipe": {"src": "opt2.7b@51572668da", "dst": snap, "train": {"lr": 1e-4}},
            "inputs": {"vision": {"source": "/hf/hub/models--Salesforce--blip2-opt-2.7b/snapshots/d1", "fingerprint": "ab"},
                       "llm": {"source": snap, "fingerprint": "cd"}},
            "metrics": {"final_cider": 0.912, "final_val_loss": 2.5, "warmup_steps": 3}}

@@ -62,9 +62,10 @@ def hub_id_of(given: str | None, path: str | None, role: str | None = None) -> s
     if given:
         from vltool.sources.aliases import find_alias
 
+        name = given.split("@", 1)[0]  # "alias@revision" pins a hub revision
         roles = [role] if role else ["source", "target", "vision"]
         for r in roles:
-            alias = find_alias(given, r)
+            alias = find_alias(name, r)
             if alias is not None and alias.hub_id:
                 return alias.hub_id
     for text in (path, given):
