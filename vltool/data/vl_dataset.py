@@ -1,9 +1,11 @@
-"""A map-style dataset of ``Sample``s with images turned into pixel tensors.
+"""A map-style dataset of ``Sample``s whose images are decoded when a batch is built.
 
-Images are decoded and preprocessed once and kept in memory when the set is small (the demo
-world; a feature cache at real scale stores Q-Former outputs instead), or on each access
-otherwise. The dataset returns indices into a table of unique images so a frozen VPG's
-outputs can be cached per image rather than per (image, caption) pair.
+Nothing per image is kept: the dataset holds paths, and the collator decodes and preprocesses
+the images of each batch, which the DataLoader runs in its worker processes (see
+``vltool.training.data_loader``). Memory therefore does not grow with the number of images;
+only the batches in flight hold pixels. Rows carry indices into a table of unique images so a
+frozen VPG's outputs can be cached per image rather than per (image, caption) pair (the warm-up
+feature cache, ``vltool.data.feature_cache``).
 """
 
 from __future__ import annotations
@@ -26,27 +28,20 @@ def resolve_image(image: Any, root: str | Path | None) -> Any:
 
 
 class ImageTable:
-    """Unique images of a sample list, preprocessed on demand and optionally memoised."""
+    """Unique images of a sample list (paths), decoded and preprocessed on each access."""
 
-    def __init__(self, images: Sequence[Any], preprocess: Callable[[Any], torch.Tensor], keep: bool) -> None:
+    def __init__(self, images: Sequence[Any], preprocess: Callable[[Any], torch.Tensor]) -> None:
         self.images = list(images)
         self.preprocess = preprocess
-        self.keep = keep
-        self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        if index in self._cache:
-            return self._cache[index]
         try:
-            tensor = self.preprocess(self.images[index])
+            return self.preprocess(self.images[index])
         except (OSError, ValueError, SyntaxError) as err:  # a corrupt image discovered late: name it
-            raise UserError(f"cannot read image {self.images[index]}: {err}") from None
-        if self.keep:
-            self._cache[index] = tensor
-        return tensor
+            raise UserError(f"cannot read image {self.images[index]}: {type(err).__name__}: {err}") from None
 
 
 class VLDataset(Dataset):
@@ -57,7 +52,6 @@ class VLDataset(Dataset):
         samples: Sequence[Sample],
         preprocess: Callable[[Any], torch.Tensor] | None,
         image_root: str | Path | None = None,
-        keep_images: bool = True,
     ) -> None:
         keys: dict[str, int] = {}
         images: list[Any] = []
@@ -73,7 +67,9 @@ class VLDataset(Dataset):
                 index = keys[key]
             self.rows.append((index, sample.prompt, sample.answer))
         self.samples = list(samples)
-        self.images = ImageTable(images, preprocess or (lambda _: torch.zeros(0)), keep_images)
+        self.images = ImageTable(images, preprocess or _no_pixels)
+        # The loader starts worker processes for datasets that decode images.
+        self.decodes_images = bool(images) and preprocess is not None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -82,14 +78,29 @@ class VLDataset(Dataset):
         return self.rows[index]
 
 
-def image_preprocessor(processor: Any) -> Callable[[Any], torch.Tensor]:
-    """Path or PIL image -> [3, H, W] float tensor through an HF image processor."""
-    from PIL import Image
+def _no_pixels(_: Any) -> torch.Tensor:
+    return torch.zeros(0)
 
-    def run(image: Any) -> torch.Tensor:
+
+class ImagePreprocessor:
+    """Path or PIL image -> [3, H, W] float tensor through an HF image processor.
+
+    A class rather than a closure so that worker processes started with ``spawn`` (macOS,
+    Windows) can receive it.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        from PIL import Image
+
         if not isinstance(image, Image.Image):
             with Image.open(image) as handle:
                 image = handle.convert("RGB")
-        return processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
-    return run
+
+def image_preprocessor(processor: Any) -> Callable[[Any], torch.Tensor]:
+    """Path or PIL image -> [3, H, W] float tensor through an HF image processor."""
+    return ImagePreprocessor(processor)
