@@ -125,6 +125,20 @@ WARMUP_EPILOG = """[bold]Examples[/bold]
 """
 
 
+RevisionOpt = typer.Option(
+    None, "--revision", help="hub revision (branch, tag or commit) of the --dst / --model hub model or alias"
+)
+
+
+def _pin_revision(cfg, key: str, revision: str | None):
+    """The recipe with ``key``'s model pinned to ``revision`` (recorded as ``spec@revision``)."""
+    if not revision:
+        return cfg
+    from vltool.sources.hub_cache import with_revision
+
+    return cfg.model_copy(update={key: with_revision(getattr(cfg, key), revision)})
+
+
 @app.command(epilog=WARMUP_EPILOG)
 def warmup(
     src: str | None = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
@@ -141,6 +155,7 @@ def warmup(
     resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
+    revision: str | None = RevisionOpt,
     overrides: list[str] | None = OverridesArg,
 ) -> None:
     """Stage 1 of VPGTrans: inherit the source VPG, init the projector with the word converter, train the projector only."""
@@ -150,7 +165,7 @@ def warmup(
         "warmup.feature_cache": False if no_feature_cache else None,
         **_data_flags(data, val_data, images, skip_bad_images),
     }
-    cfg = _recipe(recipe, "warmup", overrides, flags)
+    cfg = _pin_revision(_recipe(recipe, "warmup", overrides, flags), "dst", revision)
     from vltool.stages import vpgtrans
 
     if dry_run:
@@ -195,6 +210,7 @@ def transfer(
     resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
+    revision: str | None = RevisionOpt,
     overrides: list[str] | None = OverridesArg,
 ) -> None:
     """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
@@ -209,7 +225,7 @@ def transfer(
         from vltool.stages import vpgtrans
 
         flags = {**vpgtrans.flags_from_warmup(from_warmup), **{k: v for k, v in flags.items() if v is not None}}
-    cfg = _recipe(recipe, "transfer", overrides, flags)
+    cfg = _pin_revision(_recipe(recipe, "transfer", overrides, flags), "dst", revision)
     from vltool.stages import vpgtrans
 
     if dry_run:
@@ -246,6 +262,7 @@ def tune_mma(
     resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
+    revision: str | None = RevisionOpt,
     overrides: list[str] | None = OverridesArg,
 ) -> None:
     """LaVIN Mixture-of-Modality Adaptation: routed MM-Adapters on a frozen LLM and vision encoder."""
@@ -254,7 +271,7 @@ def tune_mma(
         "adapter.router": False if no_router else None,
         **_data_flags(data, val_data, images, skip_bad_images),
     }
-    cfg = _recipe(recipe, "tune-mma", overrides, flags)
+    cfg = _pin_revision(_recipe(recipe, "tune-mma", overrides, flags), "model", revision)
     from vltool.stages import tune_mma as stage
 
     if dry_run:

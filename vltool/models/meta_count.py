@@ -73,11 +73,15 @@ def _arch_of(spec: str, role: str) -> dict[str, Any]:
     """The architecture behind an alias (shipped JSON) or a local HF folder (its config.json)."""
     from vltool.errors import UserError
     from vltool.sources.aliases import alias_path, find_alias, names_alias
+    from vltool.sources.hub_cache import split_revision
 
-    alias = find_alias(spec, role) if names_alias(spec, role) else None
+    name, revision = split_revision(spec) if not Path(spec).expanduser().exists() else (spec, None)
+    alias = find_alias(name, role) if names_alias(name, role) else None
     if alias is not None and alias.arch is not None:
         return arch(alias.arch)  # a real-scale alias: its shipped architecture, no download needed
-    path = (alias_path(alias) if alias is not None else None) or Path(spec).expanduser()
+    path = (alias_path(alias) if alias is not None else None) or Path(name).expanduser()
+    if not path.is_dir():
+        path = _hub_config_folder(name, revision) or path
     if path.is_dir():
         found = _folder_arch(path, role)
         if found is not None:
@@ -86,6 +90,23 @@ def _arch_of(spec: str, role: str) -> dict[str, Any]:
                         f"; pass an alias or an HF folder")
     raise UserError(f"--dry-run needs a real-scale {role} alias with a shipped architecture or a local HF folder; "
                     f"{spec!r} is neither")
+
+
+def _hub_config_folder(name: str, revision: str | None) -> Path | None:
+    """A hub id's folder holding its config.json: the cached snapshot, or (online) just config.json fetched."""
+    from vltool.sources.hub_cache import cached_snapshot, hf_cache_dir, looks_like_hub_id, offline
+
+    if not looks_like_hub_id(name):
+        return None
+    found = cached_snapshot(name, revision=revision)
+    if found is not None or offline():
+        return found
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(name, "config.json", revision=revision, cache_dir=str(hf_cache_dir()))).parent
+    except Exception:  # noqa: BLE001  (the caller says what --dry-run needs)
+        return None
 
 
 arch_for = _arch_of

@@ -172,7 +172,7 @@ def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
 
     front = path / "front_end"
     config = json.loads((front / "mma.json").read_text())
-    lm = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     vision = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(front)))
     if config["adapter"]["vision"]:
         inject_vision(vision, settings_from(config["adapter"]))
@@ -184,20 +184,18 @@ def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
 
 def load_predictor(spec: str) -> Predictor:
     """A vpg artifact, an HF BLIP-2 folder (merged models too) or a causal LM alias/folder."""
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        Blip2ForConditionalGeneration,
-    )
+    from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
 
     from vltool.artifacts import is_artifact, read_artifact
-    from vltool.sources.aliases import find_alias, names_alias, resolve_alias
+    from vltool.sources.aliases import find_alias, names_alias
+    from vltool.sources.hub_cache import split_revision
+    from vltool.sources.resolve import locate
 
     path = Path(spec).expanduser()
     if not path.exists() or names_alias(spec):
-        role = "source" if find_alias(spec, "source") and not find_alias(spec, "target") else "target"
-        path = resolve_alias(spec, role, "MODEL")
+        name = split_revision(spec)[0]
+        role = "source" if find_alias(name, "source") and not find_alias(name, "target") else "target"
+        path = locate(spec, role, "MODEL")[0]
     if is_artifact(path):
         kind = read_artifact(path, verify=False).kind
         if kind == "vpg":
@@ -205,9 +203,11 @@ def load_predictor(spec: str) -> Predictor:
             from vltool.sources.vpg_source import load_target, load_vpg_artifact
 
             source, _, llm_path = load_vpg_artifact(path)
+            from vltool.sources.hf_blip2 import ensure_image_token
+
             lm, tokenizer, _ = load_target(str(llm_path))
             model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
-                                 tokenizer.convert_tokens_to_ids("<image>"))
+                                 ensure_image_token(tokenizer, lm))
             return _blip2_predictor(spec, model, tokenizer, source.image_processor)
         if kind == "adapters":
             from vltool.models.mma.loading import load_adapters
@@ -222,7 +222,7 @@ def load_predictor(spec: str) -> Predictor:
         if manifest.get("layout") == "lavin":
             from vltool.models.mma.model import MMAModel, QFormerFrontEnd
 
-            blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path))
+            blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
             return MMAPredictor(spec, MMAModel(blip2.language_model, QFormerFrontEnd(blip2)),
                                 AutoTokenizer.from_pretrained(str(path)), AutoImageProcessor.from_pretrained(str(path)))
     config = path / "config.json"
@@ -231,9 +231,14 @@ def load_predictor(spec: str) -> Predictor:
     model_type = json.loads(config.read_text()).get("model_type")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if model_type == "blip-2":
-        model = Blip2ForConditionalGeneration.from_pretrained(str(path))
+        from vltool.sources.hf_blip2 import ensure_image_token
+
+        model = Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+        ensure_image_token(tokenizer, model)  # a BLIP-2 folder from elsewhere may lack it
         return _blip2_predictor(spec, model, tokenizer, AutoImageProcessor.from_pretrained(str(path)))
-    return Predictor(spec, AutoModelForCausalLM.from_pretrained(str(path)).eval(), tokenizer)
+    from vltool.sources.hf_blip2 import load_causal_lm
+
+    return Predictor(spec, load_causal_lm(path), tokenizer)
 
 
 def describe(predictor: Predictor) -> dict[str, Any]:

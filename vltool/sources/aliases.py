@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vltool.errors import UserError
-from vltool.sources.hub_cache import cached_snapshot, hf_cache_dir, partial_snapshot
+from vltool.sources.hub_cache import (
+    cached_snapshot,
+    download_command,
+    hf_cache_dir,
+    locate_hub_model,
+    partial_snapshot,
+    split_revision,
+)
 
 ROLES = ("source", "target", "vision")
 PathSpec = Path | str | Callable[[], Path | str]
@@ -129,21 +136,30 @@ def list_aliases() -> list[AliasRow]:
     return rows
 
 
-def _missing_message(alias: Alias, flag: str) -> str:
+def _missing_message(alias: Alias, flag: str, revision: str | None = None) -> str:
     if alias.hub_id is None:
         expected = alias.locate() if alias.locate else "?"
         hint = alias.missing_hint or f"build or copy it there, or pass the folder as {flag} PATH"
         return f"{flag} {alias.name}: {expected} does not exist yet; {hint}"
-    partial = partial_snapshot(alias.hub_id)
-    state = (f"its download in {partial} is incomplete (weights missing)" if partial is not None
-             else f"it is not in the local Hugging Face cache ({hf_cache_dir()})")
-    return (f"{flag} {alias.name} means {alias.hub_id}, but {state}; where there is internet run "
-            f"'hf download {alias.hub_id}' (older hubs: 'huggingface-cli download {alias.hub_id}') and copy the "
-            f"cache here or set HF_HOME / HF_HUB_CACHE to it, or pass the model folder as {flag} PATH")
+    return hub_missing_message(alias.hub_id, flag, revision, f"{alias.name} means {alias.hub_id}")
 
 
-def resolve_alias(name: str, role: str, flag: str) -> Path:
-    """An alias's local folder, or a UserError saying exactly what to download or pass."""
+def hub_missing_message(hub_id: str, flag: str, revision: str | None = None, what: str | None = None) -> str:
+    """The one line for a hub model that is neither cached nor downloadable (offline)."""
+    partial = partial_snapshot(hub_id)
+    at = f" at revision {revision}" if revision else ""
+    state = (f"its download in {partial} is incomplete (weights missing)" if partial is not None and not revision
+             else f"it is not in the local Hugging Face cache ({hf_cache_dir()}){at}")
+    command = download_command(hub_id, revision)
+    return (f"{flag} {what or hub_id}, but {state} and HF_HUB_OFFLINE is set; unset it to download, or where "
+            f"there is internet run '{command}' and copy the cache here or set HF_HOME / HF_HUB_CACHE to it, or "
+            f"pass the model folder as {flag} PATH")
+
+
+def resolve_alias(name: str, role: str, flag: str, revision: str | None = None) -> Path:
+    """An alias's local folder (a hub alias downloads when online), or a UserError saying what to do."""
+    name, own = split_revision(name)
+    revision = revision or own
     alias = find_alias(name, role)
     if alias is None:
         known = sorted({a.name for a in _REGISTRY.values() if a.role == role})
@@ -153,6 +169,10 @@ def resolve_alias(name: str, role: str, flag: str) -> Path:
                             f"(known {role} aliases: {', '.join(known)})")
         raise UserError(f"{flag} {name!r} is neither a folder, a file nor a known {role} alias "
                         f"({', '.join(known)})")
+    if alias.hub_id is not None:
+        return locate_hub_model(alias.hub_id, revision, flag, _missing_message(alias, flag, revision))
+    if revision:
+        raise UserError(f"{flag} {name} is a local alias; --revision applies to hub models only")
     path = alias_path(alias)
     if path is None:
         raise UserError(_missing_message(alias, flag))
@@ -168,6 +188,11 @@ def _register_builtins() -> None:
         ("llama7b", "target", "huggyllama/llama-7b", "llama-7b", "LLaMA-7B in HF format"),
         ("llama13b", "target", "huggyllama/llama-13b", "llama-13b", "LLaMA-13B in HF format"),
         ("vicuna7b", "target", "lmsys/vicuna-7b-v1.1", "llama-7b", "Vicuna-7B v1.1 (LLaMA-7B shape)"),
+        ("vicuna13b", "target", "lmsys/vicuna-13b-v1.1", "llama-13b", "Vicuna-13B v1.1 (LLaMA-13B shape)"),
+        ("llama2-7b", "target", "meta-llama/Llama-2-7b-hf", "llama-7b", "Llama-2-7B (gated: accept the licence)"),
+        ("llama2-13b", "target", "meta-llama/Llama-2-13b-hf", "llama-13b", "Llama-2-13B (gated: accept the licence)"),
+        ("vicuna7b-v1.5", "target", "lmsys/vicuna-7b-v1.5", "llama-7b", "Vicuna-7B v1.5 (on Llama-2-7B)"),
+        ("vicuna13b-v1.5", "target", "lmsys/vicuna-13b-v1.5", "llama-13b", "Vicuna-13B v1.5 (on Llama-2-13B)"),
         ("clip-vit-l14", "vision", "openai/clip-vit-large-patch14", "clip-vit-l14", "LaVIN's CLIP ViT-L/14"),
     ]
     for name, role, hub_id, arch, note in real:

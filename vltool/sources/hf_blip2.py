@@ -3,9 +3,13 @@
 A transfer needs the source's VPG (ViT, ln_vision, Q-Former, query tokens), its projector, and
 the *input word embeddings* of the LLM that projector fed (the word converter maps from them),
 but not the rest of that LLM: for blip2-opt-2.7b that would be 2.7B parameters read only to be
-thrown away. So by default only the tensors that are used are read from the (possibly sharded)
-safetensors / .bin files, into modules built on the meta device (no random init of ViT-g);
-``with_language_model=True`` loads the whole model with ``from_pretrained`` instead.
+thrown away. So by default only the VPG and projector tensors (whose ``vision_model.`` /
+``qformer.`` / ``language_projection.`` / ``query_tokens`` names the BLIP-2 format fixes) are read
+from the (possibly sharded) safetensors / .bin files, into modules built on the meta device (no
+random init of ViT-g). Anything of an LLM (its weights, its input embeddings for the word
+converter) is loaded through transformers' own ``from_pretrained``, which knows every key layout
+real repositories use; the embeddings only when first asked for. ``with_language_model=True``
+loads the whole model with ``from_pretrained``.
 
 Checkpoints written by transformers before the vision attention's ``q_bias``/``v_bias`` were
 folded into ``qkv.bias`` are read too (the bias becomes (q, zeros, v), exactly as then computed).
@@ -42,16 +46,28 @@ class Blip2Parts:
     qformer: nn.Module  # Blip2QFormerModel
     query_tokens: torch.Tensor  # [1, Q, d_qformer]
     projector: nn.Linear
-    lm_input_embeddings: torch.Tensor  # [vocab, d_lm], through OPT's project_in where there is one
     tokenizer: Any
     image_processor: Any
     config: Any  # Blip2Config
     path: Path
     language_model: nn.Module | None = None
+    _embeddings: torch.Tensor | None = None
 
     @property
     def image_token_index(self) -> int | None:
         return getattr(self.config, "image_token_index", None)
+
+    @property
+    def lm_input_embeddings(self) -> torch.Tensor:
+        """[vocab, d_lm] input word embeddings of the LLM (through OPT's project_in where there is one).
+
+        Loaded on first use through transformers (only the word converter needs them), so a
+        transfer that does not fit a converter never reads the source LLM.
+        """
+        if self._embeddings is None:
+            self._embeddings = (input_word_embeddings(self.language_model) if self.language_model is not None
+                                else read_blip2_input_embeddings(self.path))
+        return self._embeddings
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -98,50 +114,33 @@ def fold_legacy_qkv_bias(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def _meta_language_model(text_config: Any) -> nn.Module:
+def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A causal-LM folder through transformers' own ``from_pretrained`` (any shard/prefix/dtype layout).
+
+    transformers maps every layout real repositories use (sharded ``.bin`` or safetensors,
+    facebook/opt-*'s ``decoder.*`` keys without ``model.``, tied heads left out, fp16 storage), so
+    vltool never looks weights up by key itself. ``dtype`` defaults to float32: the stored dtype
+    (often fp16) is not what a CPU or a mixed-precision run computes in.
+    """
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(text_config)
-
-
-def _module_name(root: nn.Module, module: nn.Module | None) -> str | None:
-    if module is None:
-        return None
-    return next((name for name, m in root.named_modules() if m is module), None)
-
-
-def embedding_keys(text_config: Any, prefix: str = "language_model.") -> tuple[str, str | None, str | None]:
-    """(input embedding key, tied output key or None, project_in key or None) in a checkpoint whose
-    LM tensors live under ``prefix`` (BLIP-2: ``language_model.``; a causal-LM folder: "")."""
-    lm = _meta_language_model(text_config)
-    embed = _module_name(lm, lm.get_input_embeddings())
-    tied = _module_name(lm, lm.get_output_embeddings()) if getattr(text_config, "tie_word_embeddings", False) else None
-    project_in = next((name for name, m in lm.named_modules() if name.endswith("project_in") and m is not None
-                       and isinstance(m, nn.Linear)), None)
-    return (f"{prefix}{embed}.weight", f"{prefix}{tied}.weight" if tied else None,
-            f"{prefix}{project_in}.weight" if project_in else None)
-
-
-def _embeddings_from(tensors: dict[str, torch.Tensor], keys: tuple[str, str | None, str | None],
-                     folder: Path) -> torch.Tensor:
-    embed_key, tied_key, project_in_key = keys
-    embeddings = tensors.get(embed_key, tensors.get(tied_key) if tied_key else None)
-    if embeddings is None:
-        raise UserError(f"{folder}: the checkpoint has no LLM input embeddings ({embed_key})")
-    embeddings = embeddings.float()
-    if project_in_key in tensors:
-        embeddings = embeddings @ tensors[project_in_key].float().T
-    return embeddings
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder}: transformers cannot load this causal LM ({str(err).splitlines()[0]})") from None
 
 
 def read_input_embeddings(folder: Path) -> torch.Tensor:
-    """A causal-LM folder's input word embeddings (through project_in), without loading the model."""
-    from transformers import AutoConfig
+    """A causal-LM folder's input word embeddings (through OPT's project_in), loaded by transformers."""
+    return input_word_embeddings(load_causal_lm(Path(folder)))
 
-    keys = embedding_keys(AutoConfig.from_pretrained(str(folder)), prefix="")
-    wanted = {k for k in keys if k}
-    return _embeddings_from(read_tensors(Path(folder), lambda k: k in wanted), keys, Path(folder))
+
+def read_blip2_input_embeddings(folder: Path) -> torch.Tensor:
+    """The input word embeddings of a BLIP-2 folder's LLM, loaded by transformers' from_pretrained."""
+    from transformers import Blip2ForConditionalGeneration
+
+    model = Blip2ForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32)
+    return input_word_embeddings(model.language_model)
 
 
 def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], what: str, folder: Path,
@@ -191,12 +190,9 @@ def load_blip2_parts(path: Path, *, with_language_model: bool = False,
 
         model = Blip2ForConditionalGeneration.from_pretrained(str(folder), dtype=dtype).eval()
         return Blip2Parts(model.vision_model, model.qformer, model.query_tokens.detach(), model.language_projection,
-                          input_word_embeddings(model.language_model), tokenizer, processor, config, folder,
-                          model.language_model)
-    keys = embedding_keys(config.text_config)
-    lm_keys = {k for k in keys if k}
+                          tokenizer, processor, config, folder, model.language_model)
     tensors = read_tensors(folder, lambda k: k.startswith(("vision_model.", "qformer.", "language_projection."))
-                           or k == "query_tokens" or k in lm_keys)
+                           or k == "query_tokens")
     tensors = fold_legacy_qkv_bias(tensors)
     with torch.device("meta"):
         vision = Blip2VisionModel(config.vision_config)
@@ -207,8 +203,7 @@ def load_blip2_parts(path: Path, *, with_language_model: bool = False,
     _load_module(projector, _sub(tensors, "language_projection."), "language_projection", folder, dtype)
     if "query_tokens" not in tensors:
         raise UserError(f"{folder}: the checkpoint has no query_tokens tensor")
-    embeddings = _embeddings_from(tensors, keys, folder)
-    return Blip2Parts(vision.eval(), qformer.eval(), tensors["query_tokens"].float(), projector, embeddings,
+    return Blip2Parts(vision.eval(), qformer.eval(), tensors["query_tokens"].float(), projector,
                       tokenizer, processor, config, folder)
 
 
@@ -222,22 +217,49 @@ def input_word_embeddings(lm: nn.Module) -> torch.Tensor:
     return weight
 
 
-def ensure_image_token(tokenizer: Any, language_model: nn.Module) -> int:
-    """The id of ``<image>`` in ``tokenizer``, added (and the LM's embeddings grown) if needed.
+def ensure_image_token(tokenizer: Any, model: nn.Module) -> int:
+    """THE image placeholder routine: ``<image>``'s id in ``tokenizer``, added if missing.
 
-    Call it when building a model, before training, so training and the exported folder see the
-    same vocabulary. A spare embedding row is used when the LM has one (OPT's embedding matrix
-    has 50272 rows for 50265 tokens; Salesforce's BLIP-2 put ``<image>`` at 50265 the same way),
-    so most OPT models need no resize at all.
+    ``model`` is a causal LM, or anything with a ``language_model`` (Blip2ForConditionalGeneration,
+    vltool's VisionLanguageModel); its config's ``image_token_index`` is set too where it has one.
+    The token is added as a special token (never split, never normalised), so the saved tokenizer
+    has it at the id the config names. When the id falls past the LLM's embedding rows they grow,
+    with the new rows set to the mean of the old ones (input and untied output embeddings alike):
+    deterministic, so adding the token again to a reloaded target (merge, eval) gives exactly the
+    model that trained. A spare row is used when the LM has one (OPT's embedding matrix has 50272
+    rows for 50265 tokens; Salesforce's BLIP-2 put ``<image>`` at 50265 the same way), so most OPT
+    models need no resize at all. Call it before training, merging or generating.
     """
     from transformers import AddedToken
 
+    lm = model.language_model if getattr(model, "language_model", None) is not None else model
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True)
-    index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    if index >= language_model.get_input_embeddings().num_embeddings:
-        language_model.resize_token_embeddings(len(tokenizer))
+    index = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    rows = lm.get_input_embeddings().num_embeddings
+    if index >= rows:
+        output = lm.get_output_embeddings()
+        tied = output is not None and output.weight is lm.get_input_embeddings().weight
+        lm.resize_token_embeddings(index + 1, mean_resizing=False)
+        with torch.no_grad():
+            grown = lm.get_input_embeddings().weight
+            grown[rows:] = grown[:rows].mean(0, keepdim=True)
+            head = lm.get_output_embeddings()
+            if head is not None and not tied and head.weight is not grown:
+                head.weight[rows:] = head.weight[:rows].mean(0, keepdim=True)
+                if getattr(head, "bias", None) is not None:
+                    head.bias[rows:] = head.bias[:rows].mean()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "image_token_index") and model is not lm:
+        config.image_token_index = index
     return index
+
+
+def check_image_token(tokenizer: Any, image_token_index: int, where: str) -> None:
+    """Refuse a tokenizer whose ``<image>`` is not ``image_token_index`` (Blip2Processor would misplace the image)."""
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != image_token_index or IMAGE_TOKEN not in tokenizer.get_vocab():
+        raise UserError(f"{where}: the tokenizer's {IMAGE_TOKEN} is not config.image_token_index {image_token_index}; "
+                        f"transformers would silently ignore the image")
 
 
 def assemble_blip2(vision_model: nn.Module, qformer: nn.Module, query_tokens: torch.Tensor, projector: nn.Linear,
@@ -263,15 +285,19 @@ def assemble_blip2(vision_model: nn.Module, qformer: nn.Module, query_tokens: to
     return model
 
 
-def save_blip2_folder(model: Any, tokenizer: Any, image_processor: Any, out_dir: Path) -> Path:
-    """Weights + config + ``Blip2Processor`` (tokenizer with ``<image>``, image processor) in ``out_dir``."""
+def save_blip2_folder(model: Any, tokenizer: Any, image_processor: Any, out_dir: Path,
+                      prepend_image_tokens: bool = True) -> Path:
+    """Weights + config + ``Blip2Processor`` (tokenizer with ``<image>``, image processor) in ``out_dir``.
+
+    ``prepend_image_tokens=False`` saves the processor without ``num_query_tokens``: it then puts
+    no placeholders in front of the text, for layouts (LaVIN's) whose prompt text carries them.
+    """
     from transformers import Blip2Processor
 
-    index = model.config.image_token_index
-    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != index:
-        raise ValueError(f"the tokenizer's {IMAGE_TOKEN} id differs from config.image_token_index {index}")
     out_dir = Path(out_dir)
+    check_image_token(tokenizer, model.config.image_token_index, str(out_dir))
     model.save_pretrained(str(out_dir))
+    queries = model.config.num_query_tokens if prepend_image_tokens else None
     Blip2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                   num_query_tokens=model.config.num_query_tokens).save_pretrained(str(out_dir))
+                   num_query_tokens=queries).save_pretrained(str(out_dir))
     return out_dir

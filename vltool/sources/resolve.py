@@ -7,7 +7,9 @@ folder with its tokenizer, a LAVIS ``.pth`` checkpoint, or a vltool artifact fol
 ``model`` artifact is also a normal HF folder, so it classifies by its config.json (BLIP-2 or
 causal LM) and ``artifact_kind`` still tells that it came from vltool.
 Resolution looks at the disk first (an explicit path always wins over an alias of the same
-name), then at the alias registry, and never at the network. Only small JSON files are read.
+name, but a bare alias name means the alias), then at the alias registry, then reads ``org/name``
+as a hub id; hub models come from the HF cache, or are downloaded when online (``hub_cache``).
+Only small JSON files are read.
 """
 
 from __future__ import annotations
@@ -106,18 +108,30 @@ def classify(path: Path, spec: str, flag: str, alias: str | None = None) -> Reso
     raise UserError(f"{flag} {spec}: {path} holds a {model_type!r} model, which is neither BLIP-2 nor a causal LM")
 
 
-def resolve(spec: str, role: str, flag: str, allowed: Sequence[SourceKind] | None = None) -> ResolvedSource:
-    """Resolve ``spec`` (path or alias in ``role``) and check it is one of the ``allowed`` kinds."""
-    from vltool.sources.aliases import names_alias
+def locate(spec: str, role: str, flag: str) -> tuple[Path, str | None]:
+    """(local path, alias name or None) behind ``spec``: a path, an alias (``name[@rev]``) in ``role``,
+    or a hub id (``org/name[@rev]``) found in the HF cache or downloaded when online."""
+    from vltool.sources.aliases import hub_missing_message, names_alias
+    from vltool.sources.hub_cache import locate_hub_model, looks_like_hub_id, split_revision
 
     path = Path(spec).expanduser()
-    if path.exists() and not names_alias(spec, role):
-        found = classify(path, spec, flag)
-    else:
-        looks_like_path = "/" in spec or spec.startswith((".", "~")) or path.suffix in CHECKPOINT_SUFFIXES
-        if looks_like_path and not any(spec == a for a in _alias_names()):
-            raise UserError(f"{flag} {spec}: no such file or folder")
-        found = classify(resolve_alias(spec, role, flag), spec, flag, alias=spec)
+    name, revision = split_revision(spec)
+    if path.exists() and not names_alias(name, role):
+        return path, None
+    if name in _alias_names():
+        return resolve_alias(spec, role, flag), name
+    if looks_like_hub_id(spec) and not spec.startswith((".", "~", "/")) and path.suffix not in CHECKPOINT_SUFFIXES:
+        missing = hub_missing_message(name, flag, revision, f"{spec} is no local folder; as a hub model it")
+        return locate_hub_model(name, revision, flag, missing), None
+    if "/" in spec or spec.startswith((".", "~")) or path.suffix in CHECKPOINT_SUFFIXES:
+        raise UserError(f"{flag} {spec}: no such file or folder")
+    return resolve_alias(spec, role, flag), spec
+
+
+def resolve(spec: str, role: str, flag: str, allowed: Sequence[SourceKind] | None = None) -> ResolvedSource:
+    """Resolve ``spec`` (path, alias in ``role`` or hub id) and check it is one of the ``allowed`` kinds."""
+    path, alias = locate(spec, role, flag)
+    found = classify(path, spec, flag, alias=alias)
     if allowed is not None and found.kind not in allowed:
         wanted = " or ".join(DESCRIPTIONS[k] for k in allowed)
         raise UserError(f"{flag} {spec} is {DESCRIPTIONS[found.kind]} ({found.path}); expected {wanted}")

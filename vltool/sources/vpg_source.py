@@ -9,6 +9,7 @@ fingerprint; loading it checks both fingerprints so a changed model is refused, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ from torch import nn
 from vltool.artifacts import read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
-from vltool.sources.aliases import resolve_alias
-from vltool.sources.hf_blip2 import load_blip2_parts, read_input_embeddings
+from vltool.sources.hf_blip2 import load_blip2_parts, load_causal_lm, read_input_embeddings
 from vltool.sources.resolve import SourceKind, resolve_source, resolve_target
 
 
@@ -30,26 +30,34 @@ class VPGSource:
     qformer: nn.Module
     query_tokens: torch.Tensor
     projector: nn.Linear
-    lm_embeddings: torch.Tensor  # input word embeddings of the LM the projector fed
     tokenizer: Any
     image_processor: Any
     vision_ref: dict[str, str]  # {"source": path, "fingerprint": ...}
     origin: str
+    embeddings: Callable[[], torch.Tensor] | None = None  # loads them on first use (only the converter needs them)
+    _lm_embeddings: torch.Tensor | None = None
+
+    @property
+    def lm_embeddings(self) -> torch.Tensor:
+        """Input word embeddings of the LM the projector fed, loaded by transformers on first use."""
+        if self._lm_embeddings is None:
+            assert self.embeddings is not None
+            self._lm_embeddings = self.embeddings()
+        return self._lm_embeddings
 
 
 def _folder(spec: str, role: str, flag: str) -> Path:
-    """The local path behind ``spec`` (a path, or an alias in ``role``), whatever it holds."""
-    from vltool.sources.aliases import names_alias
+    """The local path behind ``spec`` (a path, an alias in ``role`` or a hub id), whatever it holds."""
+    from vltool.sources.resolve import locate
 
-    path = Path(spec).expanduser()
-    return path if path.exists() and not names_alias(spec, role) else resolve_alias(spec, role, flag)
+    return locate(spec, role, flag)[0]
 
 
 def load_blip2_folder(path: Path) -> VPGSource:
     parts = load_blip2_parts(Path(path))
     return VPGSource(
         vision_model=parts.vision_model, qformer=parts.qformer, query_tokens=parts.query_tokens.detach().clone(),
-        projector=parts.projector, lm_embeddings=parts.lm_input_embeddings, tokenizer=parts.tokenizer,
+        projector=parts.projector, embeddings=lambda: parts.lm_input_embeddings, tokenizer=parts.tokenizer,
         image_processor=parts.image_processor,
         vision_ref={"source": str(Path(path).resolve()), "fingerprint": fingerprint_path(Path(path))},
         origin=str(path),
@@ -86,7 +94,7 @@ def load_vpg_artifact(path: Path) -> tuple[VPGSource, dict, Path]:
     projector.load_state_dict({"weight": proj_w, "bias": tensors["projector.bias"]})
     source = VPGSource(
         vision_model=base.vision_model, qformer=qformer.eval(), query_tokens=tensors["query_tokens"],
-        projector=projector, lm_embeddings=read_input_embeddings(llm_src),
+        projector=projector, embeddings=lambda: read_input_embeddings(llm_src),
         tokenizer=AutoTokenizer.from_pretrained(str(llm_src)),
         image_processor=AutoImageProcessor.from_pretrained(str(path / "processor")),
         vision_ref=inputs["vision"], origin=str(path),
@@ -107,9 +115,13 @@ def load_source(spec: str) -> VPGSource:
 
 def load_target(spec: str) -> tuple[nn.Module, Any, Path]:
     """--dst: an alias or an HF causal-LM folder with its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     folder = resolve_target(spec).path
-    lm = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    lm = load_causal_lm(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, ImportError) as err:
+        raise UserError(f"--dst {spec}: cannot load the tokenizer in {folder} ({str(err).splitlines()[0]}); a "
+                        f"tokenizer.model-only LLaMA/Vicuna needs the sentencepiece and protobuf packages") from None
     return lm, tokenizer, folder

@@ -16,21 +16,34 @@ from vltool.stages.model_card import write_model_card
 from vltool.training.progress import NullReporter, Reporter
 
 
+def _image_token(tokenizer, lm, artifact: Path, trained: int | None) -> int:
+    """``<image>`` added to the reloaded target exactly as training added it (same id, same rows)."""
+    from vltool.errors import UserError
+    from vltool.sources.hf_blip2 import ensure_image_token
+
+    index = ensure_image_token(tokenizer, lm)
+    if trained is not None and int(trained) != index:
+        raise UserError(f"{artifact} was trained with <image> at id {trained}, but its target tokenizer now gives "
+                        f"{index}; the target LLM's tokenizer has changed")
+    return index
+
+
 def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
-    from transformers import Blip2Processor
+    import json
 
     from vltool.artifacts.fingerprint import fingerprint_path
     from vltool.models import vlm
+    from vltool.sources.hf_blip2 import save_blip2_folder
     from vltool.sources.vpg_source import load_target, load_vpg_artifact
 
     source, manifest, llm_path = load_vpg_artifact(artifact)
     lm, tokenizer, _ = load_target(str(llm_path))
-    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    vpg_config = Path(artifact) / "configs" / "vpg.json"
+    trained = json.loads(vpg_config.read_text()).get("image_token_index") if vpg_config.is_file() else None
+    image_token = _image_token(tokenizer, lm, Path(artifact), trained)
     model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm, image_token)
     with ArtifactWriter(out, "model", force=force) as writer:
-        model.save_pretrained(str(writer.path))
-        Blip2Processor(image_processor=source.image_processor, tokenizer=tokenizer,
-                       num_query_tokens=model.config.num_query_tokens).save_pretrained(str(writer.path))
+        save_blip2_folder(model, tokenizer, source.image_processor, writer.path)
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="vpg")
         writer.manifest["format"] = "Blip2ForConditionalGeneration"
         writer.manifest["metrics"] = {k: v for k, v in manifest.get("metrics", {}).items() if k.startswith("final_")}
@@ -49,12 +62,13 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
     import json
 
     from safetensors.torch import save_file
-    from transformers import Blip2Processor
 
     from vltool.artifacts.fingerprint import fingerprint_path
     from vltool.models import vlm
+    from vltool.models.mma.layout import image_prompt
     from vltool.models.mma.loading import load_adapters
     from vltool.models.mma.merge import merge_lm, require_foldable_front_end
+    from vltool.sources.hf_blip2 import save_blip2_folder
 
     model, tokenizer, processor, config = load_adapters(artifact)
     if config["front_end"] == "qformer":
@@ -64,10 +78,12 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
         if config["front_end"] == "qformer":
             fe = model.front_end
             blip2 = vlm.assemble(fe.vision_model, fe.qformer, fe.query_tokens, fe.projector, result.lm,
-                                 tokenizer.convert_tokens_to_ids("<image>"))
-            blip2.save_pretrained(str(writer.path))
-            Blip2Processor(image_processor=processor, tokenizer=tokenizer,
-                           num_query_tokens=blip2.config.num_query_tokens).save_pretrained(str(writer.path))
+                                 _image_token(tokenizer, result.lm, Path(artifact), None))
+            # LaVIN's layout puts the image tokens after "[BOS] Image:", not before BOS as the stock
+            # Blip2Processor would: the processor is saved without num_query_tokens (it adds none)
+            # and the prompt text carries them (layout.image_prompt; README "Loading merged models").
+            save_blip2_folder(blip2, tokenizer, processor, writer.path, prepend_image_tokens=False)
+            writer.manifest["prompt_template"] = image_prompt("{prompt}", blip2.config.num_query_tokens)
             fmt = "Blip2ForConditionalGeneration"
         else:
             result.lm.save_pretrained(str(writer.path))

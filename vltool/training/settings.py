@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TrainSettings(BaseModel):
@@ -47,6 +47,12 @@ class TrainSettings(BaseModel):
         None, ge=0, description="DataLoader processes decoding images; unset: min(4, CPUs - 1) for image data, "
         "0 for text; 0 decodes in the training process"
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``no`` (and ``off``, ``false``) as False: ``precision: no`` means "no"."""
+        return "no" if value is False else value
 
     @model_validator(mode="after")
     def _length_given(self) -> TrainSettings:

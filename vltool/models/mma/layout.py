@@ -16,8 +16,20 @@ import torch
 from vltool.data.text_batches import IGNORE, join_prompt
 
 VISUAL = -1  # placeholder id of a visual-token slot in collated input_ids
+IMAGE_TOKEN = "<image>"
 
-__all__ = ["IGNORE", "VISUAL", "MMACollator", "MMADatasetCollate"]
+__all__ = ["IGNORE", "IMAGE_TOKEN", "VISUAL", "MMACollator", "MMADatasetCollate", "image_prompt"]
+
+
+def image_prompt(prompt: str, num_visual: int) -> str:
+    """LaVIN's text for an image sample, the visual slots written as ``<image>`` placeholders.
+
+    A merged Q-Former MMA folder is prompted with exactly this string (the tokenizer adds BOS);
+    when the tokenizer has ``<image>``, training tokenises this same string, so plain
+    transformers sees the ids vltool trained on whatever the tokenizer family (GPT-2 BPE and
+    SentencePiece split text around special tokens differently).
+    """
+    return "Image:" + IMAGE_TOKEN * num_visual + prompt
 
 
 class MMACollator:
@@ -39,11 +51,25 @@ class MMACollator:
             return bos + self._ids("Image:") + [VISUAL] * self.num_visual
         return bos + self._ids("Image: N/A")
 
+    def head_and_prompt(self, has_image: bool, prompt: str) -> tuple[list[int], list[int]]:
+        """(head ids with VISUAL slots, prompt ids); see ``image_prompt`` for image rows."""
+        vocab = self.tok.get_vocab()
+        if not has_image or IMAGE_TOKEN not in vocab:
+            return self.head(has_image), self._ids(prompt)
+        bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        ids = bos + self._ids(image_prompt(prompt, self.num_visual))
+        slots = [i for i, t in enumerate(ids) if t == vocab[IMAGE_TOKEN]]
+        if len(slots) != self.num_visual or slots[-1] - slots[0] + 1 != self.num_visual:
+            raise ValueError(f"the prompt {prompt!r} must not contain {IMAGE_TOKEN} itself")
+        end = slots[-1] + 1
+        return [VISUAL if t == vocab[IMAGE_TOKEN] else t for t in ids[:end]], ids[end:]
+
     def encode(self, has_image: bool, prompt: str, answer: str | None) -> tuple[list[int], list[int]]:
-        head, p_ids = self.head(has_image), self._ids(prompt)
+        head, p_ids = self.head_and_prompt(has_image, prompt)
         if answer is None:
             return head + p_ids, [IGNORE] * (len(head) + len(p_ids))
-        a_ids = self._ids(join_prompt(prompt, answer))[len(p_ids):][: self.max_answer] + [self.tok.eos_token_id]
+        alone = len(self._ids(prompt))
+        a_ids = self._ids(join_prompt(prompt, answer))[alone:][: self.max_answer] + [self.tok.eos_token_id]
         ids = (head + p_ids + a_ids)[: self.max_length]
         labels = ([IGNORE] * (len(head) + len(p_ids)) + a_ids)[: self.max_length]
         return ids, labels

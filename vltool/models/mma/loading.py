@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from vltool.artifacts import is_artifact, read_artifact
@@ -48,6 +49,7 @@ def _qformer_base(spec: str) -> Base:
     from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
 
     from vltool.models import vlm
+    from vltool.sources.hf_blip2 import ensure_image_token
     from vltool.sources.vpg_source import _folder, load_target, load_vpg_artifact
 
     path = _folder(spec, "source", "--model")
@@ -57,12 +59,13 @@ def _qformer_base(spec: str) -> Base:
         source, _, llm_path = load_vpg_artifact(path)
         lm, tokenizer, _ = load_target(str(llm_path))
         blip2 = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
-                             tokenizer.convert_tokens_to_ids("<image>"))
+                             ensure_image_token(tokenizer, lm))
         processor = source.image_processor
     elif (path / "config.json").is_file() and '"blip-2"' in (path / "config.json").read_text():
-        blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path))
+        blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         processor = AutoImageProcessor.from_pretrained(str(path))
+        ensure_image_token(tokenizer, blip2)
     else:
         raise UserError(f"--model {spec}: expected a vpg artifact or an HF BLIP-2 folder for the qformer front end "
                         f"(for a plain LLM use --front-end clip with --vision)")
@@ -94,7 +97,7 @@ def _clip_base(spec: str, vision: str | None) -> Base:
     if not config.is_file() or '"clip' not in config.read_text():
         raise UserError(f"--vision {vision}: {folder} is not a transformers CLIP folder (config.json with "
                         f"model_type clip or clip_vision_model)")
-    tower = CLIPVisionModel.from_pretrained(str(folder)).eval()
+    tower = CLIPVisionModel.from_pretrained(str(folder), dtype=torch.float32).eval()
     try:
         processor = AutoImageProcessor.from_pretrained(str(folder))
     except (OSError, ValueError):
