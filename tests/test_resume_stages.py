@@ -95,7 +95,7 @@ def test_warmup_and_from_warmup_resume_exactly(quick_world: Path, tmp_path: Path
 
     cont = ["transfer", "--from-warmup", str(tmp_path / "w1"), "train.max_steps=12", *SMALL]
     ok(vltool(quick_world, [*cont, "--out", str(tmp_path / "t1")]))
-    assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2")], fault="finetune:3:KILL").returncode == -9
+    assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2")], fault="finetune:7:KILL").returncode == -9
     assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2"), "--resume"],
                   fault="finetune:9:INT").returncode == 130
     ok(vltool(quick_world, [*cont, "--out", str(tmp_path / "t2"), "--resume"]))

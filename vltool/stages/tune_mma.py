@@ -56,6 +56,7 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         raise UserError("no training data: pass --data SPEC (e.g. --data demo:sqa --data demo:text)")
     base = loading.load_base(cfg.model, cfg.front_end, cfg.vision)
     tokenizer, processor = base.tokenizer, base.processor
+    torch.manual_seed(cfg.train.seed)  # the adapters' xavier init: same seed, same run (LaVIN's runs were not)
     model = loading.build(base, cfg.adapter.model_dump(), cfg.adapter.placement, cfg.adapter.vision,
                           cfg.visual_tokens)
     loading.set_trainable(model)
