@@ -149,6 +149,26 @@ def test_skip_bad_images_answers_the_rest(arts: dict[str, Path], quick_world: Pa
     assert [r["image"] for r in rows] == [good] and "skipping 1 requests" in got.stderr
 
 
+def test_an_alias_of_both_roles_means_its_blip2_for_images(quick_world: Path, tmp_path: Path) -> None:
+    """As ``opt2.7b`` is BLIP-2 OPT-2.7B as a source and OPT-2.7B as a target: images need the BLIP-2."""
+    from vltool.data.specs import load_spec
+    from vltool.demo.home import demo_model_paths
+    from vltool.sources.aliases import register_alias, unregister_alias
+
+    paths = demo_model_paths()
+    register_alias("both-roles", "source", path=paths["demo-blip2-opt-s"])
+    register_alias("both-roles", "target", path=paths["demo-opt-s"])
+    try:
+        image = load_spec("demo:caption", "test")[0].image
+        got = predict_json("both-roles", "--image", image, *GEN)
+        assert got == predict_json("demo-blip2-opt-s", "--image", image, *GEN)
+        text = predict_json("both-roles", "--prompt", "a red", *GEN)  # no image: the plain LM
+        assert text == predict_json("demo-opt-s", "--prompt", "a red", *GEN)
+    finally:
+        unregister_alias("both-roles", "source")
+        unregister_alias("both-roles", "target")
+
+
 def test_help_lists_every_input_and_option() -> None:
     result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

@@ -10,7 +10,9 @@ training format, e.g. ``Question: what colour is the circle? Answer:``.
 
 The model is loaded by eval's ``load_predictor`` (vpg artifacts, adapters artifacts, merged
 folders, HF BLIP-2 folders, aliases) and generates with the same ``Predictor.generate``, so a
-prediction here is exactly what ``vltool eval`` scores for the same input and settings. Images
+prediction here is exactly what ``vltool eval`` scores for the same input and settings. An alias
+that means a BLIP-2 model as a source and a plain LM as a target (``opt2.7b``) is the BLIP-2 model
+when there are images, the LM for text-only prompts. Images
 are opened (fully decoded) before the model is loaded: missing or corrupt ones are one error
 naming them, or are dropped with ``skip_bad_images``.
 
@@ -149,6 +151,15 @@ def usable(samples: list[Sample], skip_bad_images: bool, reporter: Reporter) -> 
     return kept
 
 
+def _model_for(model: str, samples: Sequence[Sample]) -> str:
+    """An alias that names both a BLIP-2 source and a plain LM (``opt2.7b``) means the BLIP-2 for images."""
+    from vltool.sources.aliases import names_alias, resolve_alias
+
+    if any(s.image is not None for s in samples) and names_alias(model, "source") and names_alias(model, "target"):
+        return str(resolve_alias(model, "source", "MODEL"))
+    return model
+
+
 def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = None,
         requests: str | Path | None = None, prompt: str | None = None, max_new_tokens: int = 30,
         num_beams: int = 1, batch_size: int = 16, skip_bad_images: bool = False,
@@ -167,7 +178,7 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
             raise UserError(f"{name} must be at least 1, got {value}")
     samples = usable(collect_requests(images, images_dir, requests, prompt), skip_bad_images, reporter)
     settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams)
-    predictor = load_predictor(model)
+    predictor = load_predictor(_model_for(model, samples))
     if isinstance(predictor, MMAPredictor) and num_beams > 1:
         raise UserError(f"{model} is an MM-Adapter (LaVIN-layout) model, which decodes greedily; "
                         f"drop --num-beams {num_beams}")
