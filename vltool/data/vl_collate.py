@@ -12,11 +12,12 @@ from vltool.data.vl_dataset import VLDataset
 class VLCollator:
     """(image index, prompt, answer) rows -> token layout + pixel_values or cached query_output.
 
-    With ``features`` (a [n_images, ...] tensor computed once by a frozen VPG) the batch carries
-    ``query_output`` rows instead of pixels, which is the warm-up's feature cache.
+    With ``features`` (a [n_images, ...] tensor, or the memory-mapped ``FeatureTable`` of the
+    warm-up's feature cache) the batch carries ``query_output`` rows instead of pixels. Otherwise
+    the images of the batch are decoded here, which runs in the DataLoader's worker processes.
     """
 
-    def __init__(self, dataset: VLDataset, layout, features: torch.Tensor | None = None) -> None:
+    def __init__(self, dataset: VLDataset, layout, features=None) -> None:
         self.dataset = dataset
         self.layout = layout
         self.features = features

@@ -25,7 +25,7 @@ from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.config.schema import VPGTransRecipe
 from vltool.data.image_check import check_images
 from vltool.data.specs import load_spec
-from vltool.data.vl_collate import VLCollator, compute_features
+from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.errors import RunDiverged, UserError
 from vltool.models import vlm
@@ -181,6 +181,37 @@ def _finished(run_dir: Path) -> bool:
     return found is not None and json.loads((found / STATE_FILE).read_text()).get("completed", False)
 
 
+def _feature_table(setup: Setup, model, settings, accelerator, reporter: Reporter):
+    """The warm-up feature cache on disk (see ``vltool.data.feature_cache``), or None when it cannot pay."""
+    from vltool.data import feature_cache
+    from vltool.training.data_loader import resolve_workers
+    from vltool.training.loop import plan_steps
+
+    images = setup.train_set.images
+    vpg = (model.vision_model, model.qformer, model.query_tokens)
+    dtype = feature_cache.storage_dtype(next(model.vision_model.parameters()).dtype)
+    preprocessing = setup.source.image_processor.to_dict()
+    key = feature_cache.cache_key(feature_cache.module_fingerprint(vpg), preprocessing, images.images, dtype)
+    total, _, _ = plan_steps(settings, len(setup.train_set), accelerator.num_processes)
+    draws = total * settings.batch_size
+    if feature_cache.find(key) is None and draws <= len(images):
+        reporter.log(f"feature cache skipped: the warm-up draws {draws} samples from {len(images)} distinct images, "
+                     "so no image is encoded twice without it (it pays with several captions per image, several "
+                     "epochs, or on a rerun)")
+        return None
+    found = feature_cache.find(key) is not None
+    model.eval()
+    with torch.no_grad():
+        table = feature_cache.build(
+            accelerator, key, len(images), lambda px: vlm.query_output(model, px.to(accelerator.device)),
+            feature_cache.image_batches(images, 64, resolve_workers(settings.num_workers, setup.train_set)),
+            dtype, {"images": len(images), "preprocessing": preprocessing},
+        )
+    reporter.log(f"feature cache {'reused' if found else 'built'}: {table.folder} "
+                 f"({len(images)} images, {str(table.dtype).removeprefix('torch.')})")
+    return table
+
+
 def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: Reporter, resume: bool,
            accelerator) -> tuple[Any, list[dict], dict]:
     """Run one training phase; returns (model, its metric rows, timing)."""
@@ -198,11 +229,9 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
         features = None
         if cfg.warmup.feature_cache and not (resume_here and _finished(run_dir)):
             started = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                features = compute_features(lambda px: vlm.query_output(model, px.to(accelerator.device)).cpu(),
-                                            setup.train_set.images)
-            timing["feature_cache_s"] = time.perf_counter() - started
+            features = _feature_table(setup, model, settings, accelerator, reporter)
+            if features is not None:
+                timing["feature_cache_s"] = time.perf_counter() - started
         collate = VLCollator(setup.train_set, setup.layout, features)
     else:
         vlm.set_trainable(model, STAGE2_PARTS)
