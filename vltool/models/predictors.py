@@ -18,6 +18,7 @@ import torch
 from vltool.data.sample import Sample
 from vltool.data.text_batches import TextEncoder
 from vltool.errors import UserError
+from vltool.sources.weight_files import load_or_explain
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
 
     front = path / "front_end"
     config = json.loads((front / "mma.json").read_text())
-    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    lm = load_or_explain(lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval(), path)
     vision = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(front)))
     if config["adapter"]["vision"]:
         inject_vision(vision, settings_from(config["adapter"]))
@@ -222,7 +223,8 @@ def load_predictor(spec: str) -> Predictor:
         if manifest.get("layout") == "lavin":
             from vltool.models.mma.model import MMAModel, QFormerFrontEnd
 
-            blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+            blip2 = load_or_explain(
+                lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32), path)
             return MMAPredictor(spec, MMAModel(blip2.language_model, QFormerFrontEnd(blip2)),
                                 AutoTokenizer.from_pretrained(str(path)), AutoImageProcessor.from_pretrained(str(path)))
     config = path / "config.json"
@@ -233,7 +235,8 @@ def load_predictor(spec: str) -> Predictor:
     if model_type == "blip-2":
         from vltool.sources.hf_blip2 import ensure_image_token
 
-        model = Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+        model = load_or_explain(
+            lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32), path)
         ensure_image_token(tokenizer, model)  # a BLIP-2 folder from elsewhere may lack it
         return _blip2_predictor(spec, model, tokenizer, AutoImageProcessor.from_pretrained(str(path)))
     from vltool.sources.hf_blip2 import load_causal_lm

@@ -24,6 +24,7 @@ from vltool.errors import UserError
 from vltool.sources.hf_blip2 import assemble_blip2, ensure_image_token, save_blip2_folder
 from vltool.sources.lavis import check_tensors, load_pth, map_lavis, state_dict_of, vit_file_tensors
 from vltool.sources.resolve import resolve_target
+from vltool.sources.weight_files import load_or_explain
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
 DEFAULT_ARCH = "blip2-opt-2.7b"  # its vision/qformer sections are EVA ViT-g/14 and the BERT-base Q-Former
@@ -133,7 +134,8 @@ def convert_lavis(checkpoint: Path, llm: str, out: Path, *, vision_config: Path 
                                 for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    language_model = AutoModelForCausalLM.from_pretrained(str(target.path), dtype=dtype)
+    language_model = load_or_explain(
+        lambda: AutoModelForCausalLM.from_pretrained(str(target.path), dtype=dtype), target.path)
     tokenizer = AutoTokenizer.from_pretrained(str(target.path))
     index = ensure_image_token(tokenizer, language_model)
     model = assemble_blip2(modules["vision_model"], modules["qformer"],

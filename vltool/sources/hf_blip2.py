@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from vltool.errors import UserError
+from vltool.sources.weight_files import load_or_explain
 
 IMAGE_TOKEN = "<image>"
 
@@ -125,7 +126,7 @@ def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32) -> nn.Modul
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
+        return load_or_explain(lambda: AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval(), folder)
     except (OSError, ValueError) as err:
         raise UserError(f"{folder}: transformers cannot load this causal LM ({str(err).splitlines()[0]})") from None
 
@@ -188,11 +189,13 @@ def load_blip2_parts(path: Path, *, with_language_model: bool = False,
     if with_language_model:
         from transformers import Blip2ForConditionalGeneration
 
-        model = Blip2ForConditionalGeneration.from_pretrained(str(folder), dtype=dtype).eval()
+        model = load_or_explain(
+            lambda: Blip2ForConditionalGeneration.from_pretrained(str(folder), dtype=dtype).eval(), folder)
         return Blip2Parts(model.vision_model, model.qformer, model.query_tokens.detach(), model.language_projection,
                           tokenizer, processor, config, folder, model.language_model)
-    tensors = read_tensors(folder, lambda k: k.startswith(("vision_model.", "qformer.", "language_projection."))
-                           or k == "query_tokens")
+    tensors = load_or_explain(lambda: read_tensors(
+        folder, lambda k: k.startswith(("vision_model.", "qformer.", "language_projection.")) or k == "query_tokens"),
+        folder)
     tensors = fold_legacy_qkv_bias(tensors)
     with torch.device("meta"):
         vision = Blip2VisionModel(config.vision_config)

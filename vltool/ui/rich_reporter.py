@@ -8,11 +8,10 @@ is printed as one plain, timestamped line instead: the job's log file is then a 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
-import time
-
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,

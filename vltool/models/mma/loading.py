@@ -25,6 +25,7 @@ from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
 from vltool.models.mma.build import build_clip_mma, build_qformer_mma, settings_from
 from vltool.models.mma.mllm import MMAModel
+from vltool.sources.weight_files import load_or_explain
 
 
 @dataclass
@@ -62,7 +63,8 @@ def _qformer_base(spec: str) -> Base:
                              ensure_image_token(tokenizer, lm))
         processor = source.image_processor
     elif (path / "config.json").is_file() and '"blip-2"' in (path / "config.json").read_text():
-        blip2 = Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32)
+        blip2 = load_or_explain(lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32),
+                                path)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         processor = AutoImageProcessor.from_pretrained(str(path))
         ensure_image_token(tokenizer, blip2)
@@ -97,7 +99,7 @@ def _clip_base(spec: str, vision: str | None) -> Base:
     if not config.is_file() or '"clip' not in config.read_text():
         raise UserError(f"--vision {vision}: {folder} is not a transformers CLIP folder (config.json with "
                         f"model_type clip or clip_vision_model)")
-    tower = CLIPVisionModel.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tower = load_or_explain(lambda: CLIPVisionModel.from_pretrained(str(folder), dtype=torch.float32).eval(), folder)
     try:
         processor = AutoImageProcessor.from_pretrained(str(folder))
     except (OSError, ValueError):
