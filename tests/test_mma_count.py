@@ -37,7 +37,7 @@ def test_lavin_7b_decay_groups_follow_the_tensors_not_their_names() -> None:
     from vltool.training.optim import param_groups
 
     decay, no_decay = param_groups(meta_lavin7b("attn"), 0.02)
-    count = lambda group: sum(p.numel() for p in group["params"])  # noqa: E731
+    count = lambda group: sum(p.numel() for p in group["params"])
     # per LLM adapter: down 4096x8, two grouped ups 4096x4, router 4096x2 decayed; 8 + 2x4096 + 2 biases not
     llm_decay, llm_bias = 32 * (4096 * 8 + 2 * 4096 * 4 + 4096 * 2), 32 * (8 + 2 * 4096 + 2)
     vit_decay, vit_bias = 24 * (1024 * 8 + 2 * 1024 * 4 + 1024 * 2), 24 * (8 + 2 * 1024 + 2)
