@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_mllm import IMAGE, Q, qformer_config, tiny_opt, vision_config
+from tiny_blip2 import IMAGE, Q, qformer_config, tiny_opt, vision_config
 from tiny_tokenizer import word_tokenizer
 from transformers import Blip2ForConditionalGeneration
 

@@ -153,11 +153,11 @@ def lavis_python() -> Path:
 
 
 def test_converted_lavis_checkpoint_matches_lavis_outputs(tmp_path: Path) -> None:
-    from test_mllm import tiny_opt
+    from tiny_blip2 import tiny_opt
     from tiny_tokenizer import word_tokenizer
     from transformers import Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig
 
-    from vltool.models.mllm import VisionLanguageModel
+    from vltool.models import vlm
     from vltool.sources.convert import convert_lavis
 
     python = lavis_python()
@@ -191,7 +191,7 @@ def test_converted_lavis_checkpoint_matches_lavis_outputs(tmp_path: Path) -> Non
         query_output = hf.qformer(query_embeds=queries, encoder_hidden_states=ref["image_embeds"],
                                   encoder_attention_mask=mask).last_hidden_state
         projected = hf.language_projection(query_output)
-        end_to_end = VisionLanguageModel.from_blip2(hf).eval().visual_embeds(px)
+        end_to_end = hf.language_projection(vlm.query_output(hf, px))
     diffs = {name: float((ours - ref[name]).abs().max())
              for name, ours in (("vit", vit), ("query_output", query_output), ("projected", projected))}
     print("max |vltool - LAVIS|:", diffs, "end-to-end:", float((end_to_end - ref["projected"]).abs().max()))

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_mllm import tiny_model
+from tiny_blip2 import tiny_model
 from transformers import BlipImageProcessor
 
 from vltool.errors import UserError
@@ -14,10 +14,11 @@ from vltool.models.meta_count import (
     GIB,
     _arch_of,
     layer_activation_bytes,
-    meta_vlm,
+    meta_blip2,
     part_counts,
     vpgtrans_table,
 )
+from vltool.sources.hf_blip2 import save_blip2_folder
 
 
 def recipe(src: str, dst: str, precision: str = "bf16", batch: int = 8, text: int = 32) -> SimpleNamespace:
@@ -76,9 +77,9 @@ def test_memory_terms_follow_the_documented_formula() -> None:
 
 def test_local_folders_are_counted_from_their_config(tmp_path: Path) -> None:
     model, tok = tiny_model("llama")
-    model.save_blip2(tmp_path / "blip2", tok, BlipImageProcessor())
+    save_blip2_folder(model, tok, BlipImageProcessor(), tmp_path / "blip2")
     model.language_model.save_pretrained(str(tmp_path / "lm"))
-    built = meta_vlm(_arch_of(str(tmp_path / "blip2"), "source"), _arch_of(str(tmp_path / "lm"), "target")["text"])
+    built = meta_blip2(_arch_of(str(tmp_path / "blip2"), "source"), _arch_of(str(tmp_path / "lm"), "target")["text"])
     expected = part_counts(model)
     assert part_counts(built) == expected
     with pytest.raises(UserError, match="neither"):

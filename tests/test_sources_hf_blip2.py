@@ -7,21 +7,26 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_mllm import tiny_model, tiny_opt
+from tiny_blip2 import tiny_model, tiny_opt
 from tiny_tokenizer import word_tokenizer
 from transformers import BlipImageProcessor, OPTConfig, OPTForCausalLM
 
 from vltool.errors import UserError
-from vltool.sources.hf_blip2 import input_word_embeddings, load_blip2_parts, read_input_embeddings
+from vltool.sources.hf_blip2 import (
+    input_word_embeddings,
+    load_blip2_parts,
+    read_input_embeddings,
+    save_blip2_folder,
+)
 
 
 @pytest.fixture
 def blip2_dir(tmp_path: Path) -> tuple[Path, object]:
     model, tok = tiny_model("opt")
     with torch.no_grad():  # a qkv bias with non-zero q and v parts, as a trained EVA ViT has
-        bias = model.vpg.vision_model.encoder.layers[0].self_attn.qkv.bias
+        bias = model.vision_model.encoder.layers[0].self_attn.qkv.bias
         bias.copy_(torch.cat([torch.randn(32), torch.zeros(32), torch.randn(32)]))
-    model.save_blip2(tmp_path / "blip2", tok, BlipImageProcessor())
+    save_blip2_folder(model, tok, BlipImageProcessor(), tmp_path / "blip2")
     return tmp_path / "blip2", model
 
 
@@ -29,10 +34,10 @@ def assert_same_parts(parts, model) -> None:
     ours = {**{f"vision_model.{k}": v for k, v in parts.vision_model.state_dict().items()},
             **{f"qformer.{k}": v for k, v in parts.qformer.state_dict().items()},
             **{f"projector.{k}": v for k, v in parts.projector.state_dict().items()}, "query_tokens": parts.query_tokens}
-    theirs = {**{f"vision_model.{k}": v for k, v in model.vpg.vision_model.state_dict().items()},
-              **{f"qformer.{k}": v for k, v in model.vpg.qformer.state_dict().items()},
-              **{f"projector.{k}": v for k, v in model.projector.state_dict().items()},
-              "query_tokens": model.vpg.query_tokens.detach()}
+    theirs = {**{f"vision_model.{k}": v for k, v in model.vision_model.state_dict().items()},
+              **{f"qformer.{k}": v for k, v in model.qformer.state_dict().items()},
+              **{f"projector.{k}": v for k, v in model.language_projection.state_dict().items()},
+              "query_tokens": model.query_tokens.detach()}
     assert ours.keys() == theirs.keys()
     for key, value in ours.items():
         assert torch.equal(value, theirs[key]), key
@@ -44,7 +49,7 @@ def test_parts_come_back_without_loading_the_llm(blip2_dir: tuple[Path, object])
     parts = load_blip2_parts(path)
     assert parts.language_model is None and not any(p.is_meta for p in parts.vision_model.parameters())
     assert_same_parts(parts, model)
-    assert parts.tokenizer.convert_tokens_to_ids("<image>") == parts.image_token_index == model.image_token_index
+    assert parts.tokenizer.convert_tokens_to_ids("<image>") == parts.image_token_index == model.config.image_token_index
     full = load_blip2_parts(path, with_language_model=True)
     assert full.language_model is not None
     assert_same_parts(full, model)
@@ -53,7 +58,7 @@ def test_parts_come_back_without_loading_the_llm(blip2_dir: tuple[Path, object])
 def test_sharded_and_legacy_checkpoints(blip2_dir: tuple[Path, object], tmp_path: Path) -> None:
     path, model = blip2_dir
     sharded = tmp_path / "sharded"
-    model.to_blip2().save_pretrained(str(sharded), max_shard_size="50KB")
+    model.save_pretrained(str(sharded), max_shard_size="50KB")
     for file in path.glob("*.json"):
         if file.name != "config.json" and not (sharded / file.name).exists():
             (sharded / file.name).write_text(file.read_text())

@@ -2,7 +2,7 @@
 
 The architectures of the real aliases ship as JSON (``vltool/sources/arch``), so BLIP-2's EVA
 ViT-g/14 + Q-Former + OPT/LLaMA are built on the meta device offline in about a second, with the
-same ``VisionLanguageModel`` and trainable-part names the stages use. Users see what a recipe
+same ``Blip2ForConditionalGeneration`` and trainable parts the stages train. Users see what a recipe
 trains and roughly what memory it needs before renting a GPU. Local HF folders work too (only
 their config.json is read).
 
@@ -32,7 +32,6 @@ from torch import nn
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "sources" / "arch"
 GIB = 1024**3
-STAGE_PARTS = {"warm-up": ("projector",), "transfer": ("ln_vision", "qformer", "query_tokens", "projector")}
 PART_LABELS = {"vit": "ViT (frozen)", "ln_vision": "ln_vision", "qformer": "Q-Former", "query_tokens": "query tokens",
                "projector": "projector", "llm": "LLM (frozen)"}
 
@@ -109,28 +108,13 @@ def _hub_config_folder(name: str, revision: str | None) -> Path | None:
         return None
 
 
-arch_for = _arch_of
-
-
-def meta_vlm(source: dict[str, Any], target_text: dict[str, Any]) -> Any:
-    """The source's VPG + a projector + the target LLM as a VisionLanguageModel on the meta device."""
-    from transformers import AutoModelForCausalLM, Blip2QFormerConfig, Blip2VisionConfig
-
-    from vltool.models.mllm import VisionLanguageModel, lm_embedding_width
-    from vltool.models.vpg import VisualPromptGenerator
-
-    vision = Blip2VisionConfig(**{k: v for k, v in source["vision"].items() if k != "model_type"})
-    qformer = Blip2QFormerConfig(**{**{k: v for k, v in source["qformer"].items() if k != "model_type"},
-                                    "encoder_hidden_size": vision.hidden_size})
-    with torch.device("meta"):
-        vpg = VisualPromptGenerator.from_configs(vision, qformer, source["num_query_tokens"])
-        lm = AutoModelForCausalLM.from_config(text_config(target_text))
-        projector = nn.Linear(qformer.hidden_size, lm_embedding_width(lm))
-        return VisionLanguageModel(vpg, projector, lm)
-
 
 def meta_blip2(source: dict[str, Any], target_text: dict[str, Any]) -> Any:
-    """BLIP-2 (source VPG) on the target LLM as transformers' class, on the meta device."""
+    """The model the stages train, on the meta device: the source's VPG + a projector + the target LLM.
+
+    It is transformers' ``Blip2ForConditionalGeneration``, as in ``vltool.models.vlm``, so the
+    dry-run counts the very parameters ``vlm.set_trainable`` unfreezes.
+    """
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
     config = Blip2Config(vision_config=source["vision"], qformer_config=source["qformer"],
@@ -157,14 +141,14 @@ def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precisio
     """The rough activation term of the module docstring, in GiB."""
     value_bytes = weight_bytes(precision)
     lm_config = model.language_model.config
-    q = model.vpg.num_query_tokens
+    q = model.config.num_query_tokens
     seq = q + 1 + text_tokens
     heads = getattr(lm_config, "num_attention_heads", 1)
     total = lm_config.num_hidden_layers * layer_activation_bytes(seq, batch, lm_config.hidden_size, heads, value_bytes)
     total += batch * seq * lm_config.vocab_size * 8
     if stage == "transfer":
-        qf = model.vpg.qformer.config
-        vit = model.vpg.vision_model.config
+        qf = model.qformer.config
+        vit = model.vision_model.config
         total += qf.num_hidden_layers * layer_activation_bytes(q, batch, qf.hidden_size, qf.num_attention_heads, 4)
         patches = (vit.image_size // vit.patch_size) ** 2 + 1
         total += batch * patches * vit.hidden_size * 4 * 2  # ViT features into ln_vision and out of it (fp32)
@@ -172,21 +156,36 @@ def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precisio
 
 
 def part_counts(model: Any) -> dict[str, int]:
-    return {part: sum(p.numel() for p in params) for part, params in model.part_modules().items()}
+    """Parameters per VPGTrans part of a ``Blip2ForConditionalGeneration``."""
+    ln_vision = count(model.vision_model.post_layernorm)
+    return {"vit": count(model.vision_model) - ln_vision, "ln_vision": ln_vision, "qformer": count(model.qformer),
+            "query_tokens": model.query_tokens.numel(), "projector": count(model.language_projection),
+            "llm": count(model.language_model)}
+
+
+def trainable_count(model: Any, parts: tuple[str, ...]) -> int:
+    """What the stage that unfreezes ``parts`` trains, counted on the model by ``requires_grad``."""
+    from vltool.models.vlm import set_trainable
+
+    set_trainable(model, parts)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def vpgtrans_table(cfg: Any) -> dict[str, Any]:
     """Parameters per part, trainable in each VPGTrans stage, and a memory estimate per stage."""
     source = _arch_of(cfg.src, "source")
     target = _arch_of(cfg.dst, "target")["text"]
-    model = meta_vlm(source, target)
+    model = meta_blip2(source, target)
     parts = part_counts(model)
     total = sum(parts.values())
     precision = cfg.train.precision if cfg.train.precision != "auto" else "bf16"
     batch = cfg.train.micro_batch_size or cfg.train.batch_size
-    rows: list[list[Any]] = [[PART_LABELS[p], n, n if p in STAGE_PARTS["warm-up"] else 0,
-                              n if p in STAGE_PARTS["transfer"] else 0] for p, n in parts.items()]
-    trainable = {stage: sum(parts[p] for p in names) for stage, names in STAGE_PARTS.items()}
+    from vltool.models import vlm
+
+    stage_parts = {"warm-up": vlm.WARMUP_PARTS, "transfer": vlm.STAGE2_PARTS}
+    trainable = {stage: trainable_count(model, names) for stage, names in stage_parts.items()}
+    rows: list[list[Any]] = [[PART_LABELS[p], n, n if p in stage_parts["warm-up"] else 0,
+                              n if p in stage_parts["transfer"] else 0] for p, n in parts.items()]
     rows.append(["total", total, trainable["warm-up"], trainable["transfer"]])
     memory: dict[str, dict[str, float]] = {}
     for stage, n in trainable.items():
@@ -207,7 +206,7 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
         "rows": rows,
         "notes": [f"memory per GPU without sharding: frozen weights in {precision}, 16 bytes per trainable "
                   f"parameter, activations by Korthikanti et al. 2022 for the layers backward passes through "
-                  f"(sequence {model.vpg.num_query_tokens} queries + BOS + {cfg.max_text_tokens} text tokens)",
+                  f"(sequence {model.config.num_query_tokens} queries + BOS + {cfg.max_text_tokens} text tokens)",
                   "ViT: EVA ViT-g/14 (1408 wide, 39 blocks); Q-Former: BERT-base, cross-attention every 2nd layer"],
         "counts": counts,
         "memory": memory,

@@ -13,33 +13,24 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import Blip2Config, Blip2ForConditionalGeneration, PreTrainedModel
+from transformers import Blip2ForConditionalGeneration, PreTrainedModel
 from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 
 from vltool.data.text_batches import IGNORE, TextEncoder
-
-
-def blip2_config(vision: dict, qformer: dict, text: dict, num_query_tokens: int, image_token_index: int) -> Blip2Config:
-    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
-                       num_query_tokens=num_query_tokens, image_token_index=image_token_index)
+from vltool.sources.hf_blip2 import assemble_blip2
 
 
 def assemble(
     vision_model: nn.Module, qformer: nn.Module, query_tokens: torch.Tensor, projector: nn.Linear,
     language_model: PreTrainedModel, image_token_index: int,
 ) -> Blip2ForConditionalGeneration:
-    """Put trained parts into one Blip2ForConditionalGeneration without re-initialising them."""
-    config = blip2_config(vision_model.config.to_dict(), qformer.config.to_dict(),
-                          language_model.config.to_dict(), query_tokens.shape[1], image_token_index)
-    with torch.device("meta"):
-        model = Blip2ForConditionalGeneration(config)
-    model.vision_model = vision_model
-    model.qformer = qformer
-    model.query_tokens = nn.Parameter(query_tokens.detach().clone())
-    model.language_projection = projector
-    model.language_model = language_model
-    model.config.text_config = language_model.config
-    return model
+    """Put trained parts into one Blip2ForConditionalGeneration without re-initialising them.
+
+    The query tokens are copied (training them must not change the source they came from); the
+    modules are shared.
+    """
+    return assemble_blip2(vision_model, qformer, nn.Parameter(query_tokens.detach().clone()), projector,
+                          language_model, image_token_index)
 
 
 def query_output(model: Blip2ForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -60,6 +51,10 @@ def forward(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]
                      labels=batch.get("labels"), mm_encoder_outputs=encoded)
     return model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
                  attention_mask=batch["attention_mask"], labels=batch.get("labels"))
+
+
+WARMUP_PARTS = ("projector",)
+STAGE2_PARTS = ("qformer", "query_tokens", "ln_vision", "projector")
 
 
 def set_trainable(model: Blip2ForConditionalGeneration, parts: Sequence[str]) -> None:

@@ -224,7 +224,7 @@ def ensure_image_token(tokenizer: Any, model: nn.Module) -> int:
     """THE image placeholder routine: ``<image>``'s id in ``tokenizer``, added if missing.
 
     ``model`` is a causal LM, or anything with a ``language_model`` (Blip2ForConditionalGeneration,
-    vltool's VisionLanguageModel); its config's ``image_token_index`` is set too where it has one.
+    the model every stage trains); its config's ``image_token_index`` is set too where it has one.
     The token is added as a special token (never split, never normalised), so the saved tokenizer
     has it at the id the config names. When the id falls past the LLM's embedding rows they grow,
     with the new rows set to the mean of the old ones (input and untied output embeddings alike):

@@ -23,10 +23,13 @@ from torch import nn
 from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.config.schema import VPGTransRecipe
-from vltool.data.image_check import check_images
-from vltool.data.specs import load_spec
+from vltool.data.augment import Blip2TrainTransform
+from vltool.data.images import usable_samples
+from vltool.data.mixture import MixedVLData, Source, bad_samples
+from vltool.data.specs import load_spec, parse_spec, split_ratio
 from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
+from vltool.data.wds import estimate_size, first_captions, shard_paths
 from vltool.errors import RunDiverged, UserError
 from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
@@ -34,8 +37,6 @@ from vltool.sources.vpg_source import VPGSource, load_source, load_target
 from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
-
-STAGE2_PARTS = ("qformer", "query_tokens", "ln_vision", "projector")
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Setup:
     tokenizer: Any
     llm_path: Path
     layout: vlm.VLTextLayout
-    train_set: VLDataset
+    train_set: MixedVLData
     val_set: VLDataset | None
     metrics: dict[str, float]
 
@@ -56,8 +57,37 @@ def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | Non
     if not specs:
         raise UserError(f"no {split} data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
     samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
-    samples, report = check_images(samples, cfg.data.skip_bad_images, f"{split} data")
-    return samples[:limit] if limit else samples, report
+    samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
+    return samples[:limit] if limit else samples, report.as_metrics()
+
+
+def _train_sources(cfg: VPGTransRecipe) -> tuple[list[Source], dict]:
+    """The training mixture's sources (``SPEC[@RATIO]``), images checked up front unless bad ones are skipped.
+
+    With ``--skip-bad-images`` nothing is opened before training (a million files would delay the
+    start): bad images met while training are replaced and counted (``vltool.data.mixture``).
+    """
+    if not cfg.data.train:
+        raise UserError("no train data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
+    sources, left = [], cfg.data.max_train_samples
+    for raw in cfg.data.train:
+        spec, ratio = split_ratio(raw)
+        kind, arg = parse_spec(spec)
+        if kind == "wds":
+            shards = shard_paths(arg)
+            sources.append(Source(spec, ratio, shards=shards, size=estimate_size(shards)))
+            continue
+        samples = load_spec(spec, "train", cfg.data.images)
+        if left is not None:
+            samples, left = samples[:left], max(0, left - len(samples))
+        if samples:
+            sources.append(Source(spec, ratio, samples=samples, size=len(samples)))
+    report: dict = {}
+    if not cfg.data.skip_bad_images:
+        every = [s for src in sources for s in src.samples or []]
+        _, checked = usable_samples(every, False, "train data")
+        report = checked.as_metrics()
+    return sources, report
 
 
 def _image_token(tokenizer, lm) -> int:
@@ -104,7 +134,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
         source = load_source(cfg.src)
     lm, tokenizer, llm_path = load_target(cfg.dst) if init != "warmup" else load_target(str(llm_path))
     image_token = _image_token(tokenizer, lm)
-    train_samples, train_report = _samples(cfg.data.train, "train", cfg, cfg.data.max_train_samples)
+    sources, train_report = _train_sources(cfg)
+    train_samples = [s for src in sources for s in src.samples or []]
     val_samples = None
     if cfg.data.val:
         val_samples, _ = _samples(cfg.data.val, "val", cfg, cfg.data.max_val_samples)
@@ -120,7 +151,9 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
             torch.manual_seed(cfg.train.seed)
             projector = nn.Linear(source.projector.in_features, width)
         else:
-            projector, _, report = _converter_init(cfg, source, tokenizer, lm, [s.answer for s in train_samples])
+            captions = [s.answer for s in train_samples] or first_captions(
+                [p for src in sources for p in src.shards or []])
+            projector, _, report = _converter_init(cfg, source, tokenizer, lm, captions)
             metrics.update(report)
             reporter.log(f"word converter ({report['converter_alignment']}): held-out cosine "
                          f"{report['converter_held_out_cos']:.3f} on {int(report['converter_held_out_pairs'])} pairs, "
@@ -131,7 +164,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     model = vlm.assemble(source.vision_model, qformer, queries, projector, lm, image_token)
     preprocess = image_preprocessor(source.image_processor)
     layout = vlm.VLTextLayout(tokenizer, queries.shape[1], image_token, cfg.max_text_tokens)
-    train_set = VLDataset(train_samples, preprocess)
+    augment = Blip2TrainTransform(source.image_processor) if cfg.data.augment == "blip2" else None
+    train_set = MixedVLData(sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images)
     val_set = VLDataset(val_samples, preprocess) if val_samples else None
     return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics)
 
@@ -220,23 +254,31 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
     resume_here = resume and latest_checkpoint(run_dir) is not None
     timing: dict[str, float] = {}
     if phase == "warmup":
-        vlm.set_trainable(model, ("projector",))
+        vlm.set_trainable(model, vlm.WARMUP_PARTS)
         settings = cfg.train.model_copy(update={
             "lr": cfg.train.lr * cfg.warmup.lr_mult, "schedule": "constant", "warmup_steps": 0,
             "warmup_epochs": None, "epochs": cfg.warmup.epochs, "max_steps": cfg.warmup.max_steps,
             "eval_every": cfg.eval.every,
         })
         features = None
-        if cfg.warmup.feature_cache and not (resume_here and _finished(run_dir)):
+        if cfg.warmup.feature_cache and cfg.data.augment != "none":
+            raise UserError(f"the warm-up feature cache stores one output per image, which data.augment="
+                            f"{cfg.data.augment} changes at every draw; set warmup.feature_cache=false "
+                            "(--no-feature-cache) or data.augment=none")
+        if setup.train_set.has_streams:
+            reporter.log("feature cache skipped: wds: shards are streamed, not cached")
+        elif cfg.warmup.feature_cache and not (resume_here and _finished(run_dir)):
             started = time.perf_counter()
             features = _feature_table(setup, model, settings, accelerator, reporter)
             if features is not None:
                 timing["feature_cache_s"] = time.perf_counter() - started
         collate = VLCollator(setup.train_set, setup.layout, features)
     else:
-        vlm.set_trainable(model, STAGE2_PARTS)
+        vlm.set_trainable(model, vlm.STAGE2_PARTS)
         settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
         collate = VLCollator(setup.train_set, setup.layout)
+    setup.train_set.use_features = features is not None
+    setup.train_set.bad_log = _run_root(out) / "bad-images"
     model.to(accelerator.device)
     result = train(model, vlm.caption_loss, setup.train_set, settings, collate_fn=collate, run_dir=run_dir,
                    eval_fn=make_eval(setup, cfg), reporter=reporter, resume=resume_here, accelerator=accelerator,
@@ -249,6 +291,10 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
         timing["step_s"] = result.wall_time_s / max(1, result.steps)
     timing["steps"] = result.steps
     timing["wall_s"] = result.wall_time_s
+    bad = bad_samples(setup.train_set.bad_log)
+    if bad:
+        timing["bad_samples_skipped"] = len(bad)
+        reporter.log(f"{phase}: skipped {len(bad)} bad images/samples while training (e.g. {bad[0]})")
     return result.model, result.history, timing
 
 
@@ -304,7 +350,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
     metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
                "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
-               "steps_total": timing["steps"]}
+               "steps_total": timing["steps"], "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
     path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator)
     if accelerator.is_main_process:
         shutil.rmtree(_run_root(out), ignore_errors=True)
@@ -343,7 +389,8 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     model, stage_rows, timing = _phase(setup, cfg, "finetune", out, reporter, resume, accelerator)
     rows += _offset(stage_rows, offset, "finetune")
     metrics.update({**_final_eval(rows), "finetune_steps": timing["steps"], "steps_total": offset + timing["steps"],
-                    "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s")})
+                    "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s"),
+                    "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)})
     path = _save(setup, model, cfg, out, force, rows, metrics, accelerator)
     if accelerator.is_main_process:
         shutil.rmtree(_run_root(out), ignore_errors=True)
