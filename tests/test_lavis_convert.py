@@ -199,3 +199,68 @@ def test_vltool_convert_writes_a_model_artifact_and_refuses_to_overwrite(tmp_pat
     missing = CliRunner().invoke(app, ["convert", str(tmp_path / "nope.pth"), "--llm", str(llm_dir),
                                        "--out", str(tmp_path / "x")])
     assert isinstance(missing.exception, UserError) and "nope.pth does not exist" in str(missing.exception)
+
+
+def stage1_state(seed: int = 0, embed: int = 16) -> dict[str, torch.Tensor]:
+    """LAVIS's blip2_pretrained.pth layout: Q-Former with its text side and ITC/ITM/ITG heads, no projector/LLM."""
+    g = torch.Generator().manual_seed(seed + 1)
+    s = {k: v for k, v in lavis_state(seed).items() if not k.startswith("opt_proj.")}
+    s.update({"vision_proj.weight": torch.randn(embed, H, generator=g), "vision_proj.bias": torch.randn(embed, generator=g),
+              "text_proj.weight": torch.randn(embed, H, generator=g), "text_proj.bias": torch.randn(embed, generator=g),
+              "itm_head.weight": torch.randn(2, H, generator=g), "itm_head.bias": torch.randn(2, generator=g),
+              "temp": torch.tensor(0.07), "Qformer.cls.predictions.transform.dense.weight": torch.randn(H, H, generator=g),
+              "Qformer.cls.predictions.decoder.weight": torch.randn(30, H, generator=g)})
+    return s
+
+
+def test_stage1_checkpoint_converts_to_an_image_text_retrieval_folder(tmp_path: Path, llm_dir: Path,
+                                                                      configs: dict[str, Path]) -> None:
+    from transformers import Blip2ForImageTextRetrieval
+
+    from vltool.sources.stage1 import load_stage1
+
+    state = stage1_state()
+    pth = tmp_path / "blip2_pretrained.pth"
+    torch.save({"model": state}, pth)
+    with pytest.raises(UserError, match="stage-1 checkpoint .* drop --llm"):
+        convert_lavis(pth, str(llm_dir), tmp_path / "x", **configs)
+    report = convert_lavis(pth, None, tmp_path / "s1", **configs)
+    assert report["format"] == "Blip2ForImageTextRetrieval" and report["stage"] == 1
+    assert report["tensors_skipped"] == {"Q-Former LM head (image-grounded generation only)": 3,
+                                         "ITC temperature (no place in Blip2ForImageTextRetrieval)": 1,
+                                         "position ids (rebuilt by transformers)": 1}
+    model = Blip2ForImageTextRetrieval.from_pretrained(str(tmp_path / "s1"))
+    sd = model.state_dict()
+    pairs = {"embeddings.word_embeddings.weight": "Qformer.bert.embeddings.word_embeddings.weight",
+             "qformer.layernorm.weight": "Qformer.bert.embeddings.LayerNorm.weight",
+             "qformer.encoder.layer.0.intermediate.dense.weight": "Qformer.bert.encoder.layer.0.intermediate.dense.weight",
+             "qformer.encoder.layer.1.output_query.dense.bias": "Qformer.bert.encoder.layer.1.output_query.dense.bias",
+             "qformer.encoder.layer.0.crossattention.attention.key.weight":
+                 "Qformer.bert.encoder.layer.0.crossattention.self.key.weight",
+             "vision_projection.weight": "vision_proj.weight", "text_projection.bias": "text_proj.bias",
+             "itm_head.weight": "itm_head.weight", "vision_model.post_layernorm.bias": "ln_vision.bias",
+             "query_tokens": "query_tokens"}
+    for hf_key, lavis_key in pairs.items():
+        assert torch.equal(sd[hf_key], state[lavis_key]), hf_key
+    # plain transformers runs it (image-text contrastive scores)
+    out = model(pixel_values=torch.randn(1, 3, IMAGE, IMAGE), input_ids=torch.tensor([[1, 2, 3]]))
+    assert out.logits_per_image.shape == (1, 1)
+
+    # as the TFS start: only the query path, the queries and ln_vision; the ViT must be the source's
+    start = load_stage1(str(tmp_path / "s1"), vision_model=model.vision_model)
+    assert not any(".intermediate." in k or (".output." in k and "attention" not in k)
+                   for k in start.qformer.state_dict())
+    assert torch.equal(start.qformer.state_dict()["encoder.layer.1.output_query.LayerNorm.weight"],
+                       state["Qformer.bert.encoder.layer.1.output_query.LayerNorm.weight"])
+    assert torch.equal(start.query_tokens, state["query_tokens"]) and torch.equal(start.ln_vision["weight"],
+                                                                                  state["ln_vision.weight"])
+    other = Blip2ForImageTextRetrieval.from_pretrained(str(tmp_path / "s1")).vision_model
+    with torch.no_grad():
+        other.embeddings.patch_embedding.weight.add_(1.0)
+    with pytest.raises(UserError, match="its ViT differs from the source's"):
+        load_stage1(str(tmp_path / "s1"), vision_model=other)
+    with pytest.raises(UserError, match="is not a BLIP-2 stage-1 model"):
+        load_stage1(str(llm_dir))
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("Qformer.bert.embeddings.word")}}, pth)
+    with pytest.raises(UserError, match="needs embeddings.word_embeddings.weight"):
+        convert_lavis(pth, None, tmp_path / "s2", **configs)

@@ -403,20 +403,24 @@ CONVERT_EPILOG = """[bold]Examples[/bold]
   vltool convert blip2_pretrained_opt2.7b.pth --llm opt2.7b --vit eva_vit_g.pth --out blip2-opt-2.7b-hf
 
   vltool convert stage2.pth --llm ./my-opt --vision-config vis.json --qformer-config qf.json --out hf/
+
+  vltool convert blip2_pretrained.pth --vit eva_vit_g.pth --out blip2-stage1-hf   [dim](stage 1: no --llm)[/dim]
 """
 
 
 @app.command(epilog=CONVERT_EPILOG)
 def convert(
     checkpoint: Path = typer.Argument(..., help="LAVIS BLIP-2 .pth"),
-    llm: str = typer.Option(..., help="the LLM it was trained with: alias or HF folder"),
+    llm: str | None = typer.Option(None, help="the LLM it was trained with: alias or HF folder (not for a "
+                                                "stage-1 blip2_pretrained.pth)"),
     out: Path = OutOpt,
     vision_config: Path | None = typer.Option(None, help="Blip2VisionConfig JSON for non-standard shapes"),
     qformer_config: Path | None = typer.Option(None, help="Blip2QFormerConfig JSON for non-standard shapes"),
     vit: Path | None = typer.Option(None, help="separate ViT .pth when the checkpoint has no ViT weights"),
     force: bool = ForceOpt,
 ) -> None:
-    """Turn a LAVIS BLIP-2 checkpoint + its LLM into an HF Blip2ForConditionalGeneration folder."""
+    """Turn a LAVIS BLIP-2 checkpoint + its LLM into an HF Blip2ForConditionalGeneration folder
+    (a stage-1 blip2_pretrained.pth, with no LLM: a Blip2ForImageTextRetrieval folder)."""
     from vltool.stages import convert as stage
 
     _show_artifact(

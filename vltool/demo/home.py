@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 WORLD_VERSION = 3
-DEMO_MODELS = ("demo-opt-s", "demo-opt-l", "demo-llama", "demo-blip2-opt-s")
+DEMO_MODELS = ("demo-opt-s", "demo-opt-l", "demo-llama", "demo-blip2-opt-s", "demo-qformer-stage1")
 
 
 def vltool_home() -> Path:

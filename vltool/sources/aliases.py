@@ -3,7 +3,10 @@
 An alias means different models in different roles, which is how the papers speak: as a VPGTrans
 *source* ``opt2.7b`` is BLIP-2 OPT-2.7B (Salesforce/blip2-opt-2.7b), as a *target* it is the
 plain OPT-2.7B causal LM (facebook/opt-2.7b). Roles: ``source`` (a BLIP-2 model whose VPG is
-transferred), ``target`` (a causal LM that gets eyes), ``vision`` (a CLIP encoder for LaVIN).
+transferred), ``target`` (a causal LM that gets eyes), ``vision`` (a CLIP encoder for LaVIN),
+``qformer`` (a BLIP-2 stage-1 Q-Former, the start of the training-from-scratch baseline:
+``blip2-stage1`` = Salesforce/blip2-itm-vit-g, transformers' conversion of LAVIS's stage-1
+``blip2_pretrained.pth`` as a ``Blip2ForImageTextRetrieval``).
 
 Real aliases resolve ONLY through the local Hugging Face cache (see ``hub_cache``); when absent
 they fail with the exact download command and the flag to pass a folder instead. Choices:
@@ -34,7 +37,7 @@ from vltool.sources.hub_cache import (
     split_revision,
 )
 
-ROLES = ("source", "target", "vision")
+ROLES = ("source", "target", "vision", "qformer")
 PathSpec = Path | str | Callable[[], Path | str]
 
 
@@ -194,6 +197,8 @@ def _register_builtins() -> None:
         ("vicuna7b-v1.5", "target", "lmsys/vicuna-7b-v1.5", "llama-7b", "Vicuna-7B v1.5 (on Llama-2-7B)"),
         ("vicuna13b-v1.5", "target", "lmsys/vicuna-13b-v1.5", "llama-13b", "Vicuna-13B v1.5 (on Llama-2-13B)"),
         ("clip-vit-l14", "vision", "openai/clip-vit-large-patch14", "clip-vit-l14", "LaVIN's CLIP ViT-L/14"),
+        ("blip2-stage1", "qformer", "Salesforce/blip2-itm-vit-g", None,
+         "BLIP-2 stage-1 Q-Former + EVA ViT-g (the TFS baseline's start)"),
     ]
     for name, role, hub_id, arch, note in real:
         register_alias(name, role, hub_id=hub_id, arch=arch, note=note)
@@ -202,6 +207,7 @@ def _register_builtins() -> None:
         ("demo-opt-s", "target", "demo world small OPT (the source's LM)"),
         ("demo-opt-l", "target", "demo world larger OPT, same tokenizer"),
         ("demo-llama", "target", "demo world LLaMA, different tokenizer"),
+        ("demo-qformer-stage1", "qformer", "demo world stage-1 Q-Former (ITC + ITG on the demo captions)"),
     ]
     for name, role, note in demo:
         register_alias(name, role, path=_demo_locator(name), note=note,

@@ -9,6 +9,11 @@ Module shapes come from the known architecture (EVA ViT-g/14 + BERT-base Q-Forme
 Blip2QFormerConfig dicts) say otherwise; the number of query tokens comes from the checkpoint.
 Every tensor is checked against those shapes before anything is written, and the projector's
 output width against the LLM. The caller (the CLI) owns atomic writing and ``--force``.
+
+A stage-1 checkpoint (LAVIS ``blip2_pretrained.pth``: the pre-trained Q-Former, no LLM, no
+projector) converts without ``--llm`` to an HF ``Blip2ForImageTextRetrieval`` folder, the start of
+the paper's training-from-scratch baseline (``transfer --from-scratch --qformer DIR``); see
+``sources.stage1``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from vltool.errors import UserError
 from vltool.sources.hf_blip2 import assemble_blip2, ensure_image_token, save_blip2_folder
 from vltool.sources.lavis import check_tensors, load_pth, map_lavis, state_dict_of, vit_file_tensors
 from vltool.sources.resolve import resolve_target
+from vltool.sources.stage1 import STAGE1_ARCH, convert_stage1, is_stage1
 from vltool.sources.weight_files import load_or_explain
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
@@ -87,10 +93,14 @@ def image_processor_for(vision_cfg: Any) -> Any:
                               resample=3, do_convert_rgb=True)
 
 
-def convert_lavis(checkpoint: Path, llm: str, out: Path, *, vision_config: Path | None = None,
+def convert_lavis(checkpoint: Path, llm: str | None, out: Path, *, vision_config: Path | None = None,
                   qformer_config: Path | None = None, vit: Path | None = None,
                   dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """Convert and write ``out`` (created if needed); returns a report of what was mapped / skipped."""
+    """Convert and write ``out`` (created if needed); returns a report of what was mapped / skipped.
+
+    A stage-1 checkpoint (``blip2_pretrained.pth``: Q-Former, no projector, no LLM) becomes a
+    ``Blip2ForImageTextRetrieval`` folder instead (``sources.stage1``) and takes no ``llm``.
+    """
     checkpoint = Path(checkpoint)
     state = state_dict_of(load_pth(checkpoint), checkpoint)
     vision_cfg, qformer_cfg = module_configs(vision_config, qformer_config)
@@ -103,10 +113,23 @@ def convert_lavis(checkpoint: Path, llm: str, out: Path, *, vision_config: Path 
     elif not any(k.startswith("visual_encoder.") for k in state):
         raise UserError(f"{checkpoint} has no ViT weights (visual_encoder.*): LAVIS loads EVA ViT-g from its own "
                         f"file (eva_vit_g.pth); pass it with --vit PATH.pth")
+    if is_stage1(state):
+        if llm is not None:
+            raise UserError(f"{checkpoint} is a BLIP-2 stage-1 checkpoint (a Q-Former, no projector, no LLM); drop "
+                            f"--llm: it converts to a {STAGE1_ARCH} folder on its own")
+        report = convert_stage1(state, checkpoint, Path(out), vision_cfg, qformer_cfg, image_processor_for(vision_cfg),
+                                dtype)
+        return {"checkpoint": str(checkpoint), "stage": 1, "vit_from": vit_source, "vit_blocks_dropped": dropped_vit,
+                **report, "vision": {"hidden_size": vision_cfg.hidden_size, "layers": vision_cfg.num_hidden_layers},
+                "notes": ["no tokenizer written: LAVIS's Q-Former text side uses bert-base-uncased plus a [DEC] "
+                          "token; vltool uses only the query path (--from-scratch --qformer DIR)"]}
+    if llm is None:
+        raise UserError(f"{checkpoint} has a projector, so it is a stage-2 BLIP-2 checkpoint: pass --llm, the LLM "
+                        f"it was trained with")
     tensors, skipped, projector_prefix = map_lavis(state)
     if projector_prefix is None:
-        raise UserError(f"{checkpoint} has no projector (opt_proj / llama_proj / t5_proj); a stage-1 Q-Former "
-                        f"checkpoint cannot become a Blip2ForConditionalGeneration")
+        raise UserError(f"{checkpoint} has no projector (opt_proj / llama_proj / t5_proj) and no Q-Former; "
+                        f"expected a LAVIS BLIP-2 checkpoint")
     if "query_tokens" not in tensors:
         raise UserError(f"{checkpoint} has no query_tokens tensor")
     num_query_tokens = tensors["query_tokens"].shape[1]

@@ -110,6 +110,11 @@ def load_source(spec: str) -> VPGSource:
                         f"'vltool convert {spec} --llm LLM --out DIR' and pass DIR")
     if found.kind is SourceKind.ARTIFACT:
         return load_vpg_artifact(found.path)[0]
+    from vltool.sources.stage1 import is_stage1_folder
+
+    if is_stage1_folder(found.path):
+        raise UserError(f"--src {spec} is a BLIP-2 stage-1 Q-Former (no projector, no LLM): it is the start of the "
+                        f"training-from-scratch baseline (--from-scratch --qformer {spec}), not a VPG to transfer")
     return load_blip2_folder(found.path)
 
 

@@ -1,4 +1,8 @@
-"""``vltool convert``: a LAVIS BLIP-2 ``.pth`` + its LLM -> a standalone HF BLIP-2 ``model`` artifact.
+"""``vltool convert``: a LAVIS BLIP-2 ``.pth`` (+ its LLM) -> a standalone HF BLIP-2 ``model`` artifact.
+
+Stage-2 checkpoints (with a projector) need ``--llm`` and give a ``Blip2ForConditionalGeneration``
+folder; a stage-1 checkpoint (``blip2_pretrained.pth``) takes no ``--llm`` and gives a
+``Blip2ForImageTextRetrieval`` folder (the manifest's ``format`` says which).
 
 The conversion itself lives in ``sources.convert`` (it is a model source, reused by tests and by
 anyone scripting vltool); this stage adds what every stage output has: the folder is written to a
@@ -15,7 +19,7 @@ from vltool.errors import UserError
 from vltool.training.progress import NullReporter, Reporter
 
 
-def run(checkpoint: Path, llm: str, out: Path, *, vision_config: Path | None = None,
+def run(checkpoint: Path, llm: str | None, out: Path, *, vision_config: Path | None = None,
         qformer_config: Path | None = None, vit: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> Path:
     from vltool.artifacts.fingerprint import fingerprint_path
@@ -29,20 +33,24 @@ def run(checkpoint: Path, llm: str, out: Path, *, vision_config: Path | None = N
         if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path} does not exist")
     ensure_writable(Path(out), force)
-    reporter.log(f"converting {checkpoint} with LLM {llm}")
+    reporter.log(f"converting {checkpoint}" + (f" with LLM {llm}" if llm else ""))
     with ArtifactWriter(Path(out), "model", force=force) as writer:
         report = convert_lavis(checkpoint, llm, writer.path, vision_config=vision_config,
                                qformer_config=qformer_config, vit=vit)
         writer.add_input("checkpoint", str(checkpoint.resolve()), fingerprint_path(checkpoint), what="LAVIS .pth")
         if vit is not None:
             writer.add_input("vit", str(Path(vit).resolve()), fingerprint_path(Path(vit)), what="EVA ViT .pth")
-        writer.add_input("llm", report["llm"], fingerprint_path(Path(report["llm"])), what="causal LM")
-        writer.manifest.update({"format": "Blip2ForConditionalGeneration", "conversion": report})
+        if report.get("llm"):
+            writer.add_input("llm", report["llm"], fingerprint_path(Path(report["llm"])), what="causal LM")
+        writer.manifest.update({"format": report.get("format", "Blip2ForConditionalGeneration"),
+                                "conversion": report})
         writer.manifest["metrics"] = {"tensors_mapped": report["tensors_mapped"],
                                       "tensors_skipped": sum(report["tensors_skipped"].values())
                                       if isinstance(report["tensors_skipped"], dict)
                                       else len(report["tensors_skipped"])}
     skipped = report["tensors_skipped"]
-    reporter.log(f"mapped {report['tensors_mapped']} tensors (projector {report['projector']}, "
+    what = (f"projector {report['projector']}" if report.get("projector") else
+            f"stage-1 Q-Former -> {report.get('format')}")
+    reporter.log(f"mapped {report['tensors_mapped']} tensors ({what}, "
                  f"{report['num_query_tokens']} query tokens); skipped: {skipped or 'none'}")
     return Path(out)
