@@ -33,7 +33,7 @@ from vltool.models.mma.inject import AdapterSettings, inject
 from vltool.models.mma.lavin7b import clip_vit_l14_config, llama7b_config
 from vltool.models.mma.layout import VISUAL
 from vltool.models.mma.merge import merge_lm
-from vltool.models.mma.mllm import MMAModel, mma_loss
+from vltool.models.mma.mma_model import MMAModel, mma_loss
 from vltool.training.loop import make_accelerator, train
 from vltool.training.settings import TrainSettings
 

@@ -15,9 +15,9 @@ from transformers import LlamaForCausalLM
 
 from vltool.errors import UserError
 from vltool.models.mma.adapter import MMAdapter
-from vltool.models.mma.fold import plain_lm
 from vltool.models.mma.inject import inject, wrappers
-from vltool.models.mma.model import MMAModel
+from vltool.models.mma.merge import merge_lm
+from vltool.models.mma.mma_model import MMAModel
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -85,8 +85,7 @@ def test_folded_model_gives_the_same_logits_and_greedy_output(make, placement: s
         batch = {"input_ids": ids, "attention_mask": mask, "modality": torch.tensor([modality] * 2)}
         with torch.no_grad():
             adapted = model(batch).logits
-            model.route(torch.tensor([modality]))
-            merged = plain_lm(model.lm, placement)
+            merged = merge_lm(copy.deepcopy(model), modality).lm
             assert (adapted - merged(input_ids=ids, attention_mask=mask).logits).abs().max() <= 1e-4
             model.route(torch.tensor([modality] * 2))
             kw = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
@@ -100,9 +99,8 @@ def test_merge_refuses_non_finite_weights() -> None:
     model = _perturbed(tiny_llama(), "attn")
     with torch.no_grad():
         wrappers(model.lm)[0].adapter.down.weight[0, 0] = float("nan")
-        model.route(torch.tensor([1]))
     with pytest.raises(UserError, match="NaN or inf"):
-        plain_lm(model.lm, "attn")
+        merge_lm(model, "image")
 
 
 

@@ -16,7 +16,7 @@ from vltool.models.mma.clip_frontend import ClipFrontEnd
 from vltool.models.mma.count import trainable_count
 from vltool.models.mma.inject import AdapterSettings, inject_vision, wrappers
 from vltool.models.mma.layout import IGNORE, VISUAL
-from vltool.models.mma.mllm import MMAModel
+from vltool.models.mma.mma_model import MMAModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM
 from vltool.errors import UserError
 from vltool.models.mma.inject import AdapterSettings, inject, inject_vision, wrappers
 from vltool.models.mma.merge import merge_lm, merged_marker, require_foldable_front_end
-from vltool.models.mma.mllm import MMAModel
+from vltool.models.mma.mma_model import MMAModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from vltool.models.mma.inject import AdapterSettings, inject, wrappers
 from vltool.models.mma.layout import IGNORE, VISUAL
-from vltool.models.mma.mllm import MMAModel
+from vltool.models.mma.mma_model import MMAModel
 from vltool.models.mma.modality import modality_mask, modality_positions
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -112,7 +112,7 @@ class MMAPredictor(Predictor):
 
     def __init__(self, name: str, model, tokenizer, image_processor, max_length: int = 512) -> None:
         from vltool.data.vl_dataset import image_preprocessor
-        from vltool.models.mma.model import MMACollator
+        from vltool.models.mma.layout import MMACollator
 
         super().__init__(name, model.lm, tokenizer)
         self.model = model.eval()
@@ -169,7 +169,7 @@ def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
     from vltool.models.mma.build import settings_from
     from vltool.models.mma.clip_frontend import ClipFrontEnd
     from vltool.models.mma.inject import inject_vision
-    from vltool.models.mma.mllm import MMAModel
+    from vltool.models.mma.mma_model import MMAModel
 
     front = path / "front_end"
     config = json.loads((front / "mma.json").read_text())
@@ -221,7 +221,8 @@ def load_predictor(spec: str) -> Predictor:
         if manifest.get("layout") == "lavin" and manifest.get("front_end") == "clip":
             return _merged_clip_predictor(spec, path)
         if manifest.get("layout") == "lavin":
-            from vltool.models.mma.model import MMAModel, QFormerFrontEnd
+            from vltool.models.mma.mma_model import MMAModel
+            from vltool.models.mma.qformer_frontend import QFormerFrontEnd
 
             blip2 = load_or_explain(
                 lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32), path)

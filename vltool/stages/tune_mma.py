@@ -16,13 +16,14 @@ import torch
 
 from vltool.artifacts import ArtifactWriter, ensure_writable
 from vltool.config.schema import MMARecipe
-from vltool.data.image_check import check_images
+from vltool.data.images import usable_samples
 from vltool.data.specs import load_spec
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.errors import RunDiverged, UserError
 from vltool.eval.scoring import metric_family, score
 from vltool.models.mma import loading
-from vltool.models.mma.model import MMACollator, MMADatasetCollate, mma_loss
+from vltool.models.mma.layout import MMACollator, MMADatasetCollate
+from vltool.models.mma.mma_model import mma_loss
 from vltool.training.checkpoint import claim_run_folder
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
@@ -30,8 +31,8 @@ from vltool.training.progress import NullReporter, Reporter
 
 def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
     samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
-    samples, report = check_images(samples, cfg.data.skip_bad_images, f"{split} data")
-    return (samples[:limit] if limit else samples), report
+    samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
+    return (samples[:limit] if limit else samples), report.as_metrics()
 
 
 def evaluate(model, collator: MMACollator, tokenizer, preprocess, spec: str, samples, batch_size: int,

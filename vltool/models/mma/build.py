@@ -11,7 +11,7 @@ from torch import nn
 
 from vltool.models.mma.clip_frontend import ClipFrontEnd
 from vltool.models.mma.inject import AdapterSettings, inject, inject_vision
-from vltool.models.mma.mllm import MMAModel
+from vltool.models.mma.mma_model import MMAModel
 from vltool.models.mma.qformer_frontend import QFormerFrontEnd
 
 

@@ -14,7 +14,7 @@ import torch
 from vltool.models.meta_count import arch, text_config
 from vltool.models.mma.build import build_clip_mma
 from vltool.models.mma.inject import AdapterSettings
-from vltool.models.mma.mllm import MMAModel
+from vltool.models.mma.mma_model import MMAModel
 
 LAVIN_7B_TRAINABLE = 3_781_296
 

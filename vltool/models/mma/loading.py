@@ -24,7 +24,7 @@ from vltool.artifacts import is_artifact, read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
 from vltool.models.mma.build import build_clip_mma, build_qformer_mma, settings_from
-from vltool.models.mma.mllm import MMAModel
+from vltool.models.mma.mma_model import MMAModel
 from vltool.sources.weight_files import load_or_explain
 
 
