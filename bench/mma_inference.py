@@ -17,10 +17,10 @@ import torch
 
 from vltool.artifacts import read_artifact
 from vltool.data.specs import load_spec
+from vltool.eval.predictors import load_predictor
 from vltool.models.mma.loading import load_base
 from vltool.models.mma.mma_model import MMAModel
 from vltool.models.mma.qformer_frontend import QFormerFrontEnd
-from vltool.models.predictors import load_predictor
 
 
 def timed(model: MMAModel, batches, repeats: int) -> float:

@@ -31,7 +31,7 @@ def test_merged_blip2_folder_matches_vltool_forward(vpg: Path, tmp_path: Path) -
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     from vltool.data.specs import load_spec
-    from vltool.models.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     merged = tmp_path / "merged"
     invoke(["merge", str(vpg), "--out", str(merged)])

@@ -107,7 +107,7 @@ def test_merge_refuses_non_finite_weights() -> None:
 
 def test_tune_mma_merge_and_eval_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
     from vltool.data.specs import load_spec
-    from vltool.models.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     vpg, mma = tmp_path / "vpg", tmp_path / "mma"
     invoke(["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption", "--out",

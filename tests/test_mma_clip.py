@@ -109,7 +109,7 @@ def test_tune_mma_with_the_clip_front_end_trains_merges_and_evaluates(quick_worl
 
     from vltool.artifacts import read_artifact
     from vltool.data.specs import load_spec
-    from vltool.models.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     clip = tmp_path / "clip"
     tiny_clip(4).save_pretrained(str(clip))

@@ -62,7 +62,7 @@ def predict_json(*args: str) -> list[dict]:
 def test_predict_gives_what_evals_predictor_gives(which: str, arts: dict[str, Path], quick_world: Path,
                                                   tmp_path: Path) -> None:
     from vltool.data.sample import Sample
-    from vltool.models.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     model = str(arts.get(which, which))
     path, rows = requests_file(tmp_path)

@@ -113,7 +113,7 @@ def plain_generate(folder: Path, image: Path, text: str, new_tokens: int) -> tup
 
 def vltool_generate(spec: Path, image: Path, prompt: str, new_tokens: int) -> str:
     from vltool.data.sample import Sample
-    from vltool.models.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     predictor = load_predictor(str(spec))
     settings = GenerationSettings(batch_size=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
@@ -143,8 +143,8 @@ def test_headline_chain_on_real_layouts(hub: Path, caption_data: tuple[Path, Pat
     invoke(["merge", str(vpg), "--out", str(merged)])
     check_saved_tokenizer(merged)
 
+    from vltool.eval.predictors import load_predictor
     from vltool.models import vlm
-    from vltool.models.predictors import load_predictor
 
     predictor = load_predictor(str(vpg))  # vltool's own model, from the vpg artifact
     ours_ids = vlm.VLTextLayout(predictor.tokenizer, NUM_QUERY_TOKENS,

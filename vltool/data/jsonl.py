@@ -9,14 +9,35 @@ from 1), the key, and what was expected. Those checks live here so the readers s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from vltool.data.images import resolve_image_path
-from vltool.data.jsonl_lines import read_jsonl_rows
 from vltool.data.sample import Sample
 from vltool.errors import UserError
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) for every non-blank line; bad JSON names the line."""
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} line {number} is not valid JSON: {err.msg}") from None
+
+
+def read_jsonl_rows(path: Path, what: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; a row that is no object or lacks a key names the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file {path} does not exist")
+    for number, row in json_lines(path):
+        if not isinstance(row, dict) or any(key not in row for key in required):
+            raise UserError(f"{path} line {number}: expected an object with {', '.join(repr(k) for k in required)}")
+        yield number, row
 
 
 def data_path(arg: str, kind: str) -> Path:

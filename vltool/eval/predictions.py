@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vltool.data.jsonl import json_lines
 from vltool.data.sample import Sample
 from vltool.errors import UserError
 
@@ -46,13 +47,8 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
         for index, row in enumerate(rows):
             yield f"item {index}", row
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"line {number}", json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} line {number} is not valid JSON: {err.msg}") from None
+    for number, row in json_lines(path):
+        yield f"line {number}", row
 
 
 def _pick(row: dict, keys: Sequence[str]) -> str | None:

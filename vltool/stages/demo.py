@@ -80,7 +80,7 @@ def max_logit_diff(unmerged: Path, merged: Path, n: int = 8) -> float:
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     from vltool.data.specs import load_spec
-    from vltool.models.predictors import load_predictor
+    from vltool.eval.predictors import load_predictor
 
     ours = load_predictor(str(unmerged)).blip2
     hf = Blip2ForConditionalGeneration.from_pretrained(str(merged)).eval()
@@ -97,7 +97,7 @@ def mma_logit_diff(adapters: Path, merged: Path, n: int = 8) -> float:
     import torch
 
     from vltool.data.specs import load_spec
-    from vltool.models.predictors import load_predictor
+    from vltool.eval.predictors import load_predictor
 
     ours, theirs = load_predictor(str(adapters)), load_predictor(str(merged))
     samples = [s for s in load_spec("demo:sqa", "val") if s.image is not None][:n]

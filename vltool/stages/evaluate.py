@@ -57,7 +57,7 @@ def sharded(state: Any, samples: list, fn: Callable[[list], list]) -> list:
 
 def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    from vltool.models.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     reporter = reporter or NullReporter()
     _check_out(out, force)

@@ -228,7 +228,7 @@ def _how_to_load(where: str, fmt: str, layout: str | None, front_end: str | None
         return ["It was instruction-tuned in LaVIN's prompt layout ([BOS] `Image:` + the visual tokens, or "
                 "`Image: N/A` without an image, then the prompt), which the stock `Blip2Processor` does not "
                 "build. The weights load with plain transformers:", "", *code[:6], "```", "",
-                "and `vltool predict` (or `vltool.models.predictors.load_predictor`) generates in that layout.",
+                "and `vltool predict` (or `vltool.eval.predictors.load_predictor`) generates in that layout.",
                 "", *predict]
     return ["With plain transformers:", "", *code, "", *predict]
 

@@ -168,7 +168,7 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    from vltool.models.predictors import GenerationSettings, MMAPredictor, load_predictor
+    from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
     from vltool.stages.evaluate import sharded
 
     reporter = reporter or NullReporter()

@@ -69,17 +69,6 @@ def plot_bars(path: Path, groups: dict[str, dict[str, float | None]], ylabel: st
     return path
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def write_json(path: Path, report: dict[str, Any]) -> Path:
     path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     return path

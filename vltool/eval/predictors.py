@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -243,7 +242,3 @@ def load_predictor(spec: str) -> Predictor:
     from vltool.sources.hf_blip2 import load_causal_lm
 
     return Predictor(spec, load_causal_lm(path), tokenizer)
-
-
-def describe(predictor: Predictor) -> dict[str, Any]:
-    return {"name": predictor.name, "multimodal": predictor.blip2 is not None}
