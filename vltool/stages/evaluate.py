@@ -18,6 +18,7 @@ from typing import Any
 from vltool.config.schema import EvalRecipe
 from vltool.data.specs import load_spec
 from vltool.errors import UserError
+from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictions import read_predictions, write_predictions
 from vltool.eval.scoring import metric_family, score
 from vltool.training.progress import NullReporter, Reporter
@@ -82,15 +83,11 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
                 results[spec][model_spec] = {}
                 continue
             reporter.start(f"eval {Path(model_spec).name} on {spec}", len(samples))
-            texts = sharded(state, samples, lambda part, p=predictor: p.generate(part, settings,
-                                                                              progress=reporter.update))
+            done = evaluate_dataset(predictor, spec, samples, settings, progress=reporter.update,
+                                    shard=lambda fn, ss=samples: sharded(state, ss, fn))
             reporter.finish()
-            nll = None
-            if metric_family(spec) == "text" and all(s.image is None and s.answer for s in samples):
-                # perplexity of the references
-                nll = sharded(state, samples, lambda part, p=predictor: p.answer_nll(part, cfg.eval.batch_size))
-            results[spec][model_spec] = score(spec, samples, texts, nll=nll)
-            written[(model_spec, spec)] = (samples, texts, nll)
+            results[spec][model_spec] = done.metrics
+            written[(model_spec, spec)] = (samples, done.texts, done.nll)
     if out is not None and state.is_main_process:
         out.parent.mkdir(parents=True, exist_ok=True)
         files = {}

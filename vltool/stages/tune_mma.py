@@ -20,7 +20,8 @@ from vltool.data.images import usable_samples
 from vltool.data.specs import load_spec
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.errors import RunDiverged, UserError
-from vltool.eval.scoring import metric_family, score
+from vltool.eval.dataset_eval import evaluate_dataset
+from vltool.eval.predictors import GenerationSettings, MMAPredictor
 from vltool.models.mma import loading
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import mma_loss
@@ -33,18 +34,6 @@ def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
     samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
     samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
     return (samples[:limit] if limit else samples), report.as_metrics()
-
-
-def evaluate(model, collator: MMACollator, tokenizer, preprocess, spec: str, samples, batch_size: int,
-             max_new_tokens: int) -> dict[str, float]:
-    preds: list[str] = []
-    device = next(model.parameters()).device
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        images = [preprocess(s.image) if s.image is not None else None for s in chunk]
-        batch = collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
-        preds += model.generate({k: v.to(device) for k, v in batch.items()}, tokenizer, max_new_tokens)
-    return score(metric_family(spec), samples, preds)
 
 
 def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
@@ -69,13 +58,13 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     accelerator = make_accelerator(cfg.train.precision)
     model.to(accelerator.device)
 
+    generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens)
+
     def eval_all(m, step: int) -> dict[str, float]:
-        out_metrics = {}
-        for spec, samples in val.items():
-            for k, v in evaluate(m, collator, tokenizer, preprocess, spec, samples, cfg.eval.batch_size,
-                                 cfg.eval.max_new_tokens).items():
-                out_metrics[f"{spec}/{k}"] = v
-        return out_metrics
+        """Each validation set through the predictor and scorer ``vltool eval`` uses."""
+        predictor = MMAPredictor(f"tune-mma step {step}", m, tokenizer, processor, cfg.max_length)
+        return {f"{spec}/{k}": v for spec, samples in val.items()
+                for k, v in evaluate_dataset(predictor, spec, samples, generation, meteor=False).metrics.items()}
 
     model.eval()
     with torch.no_grad():
