@@ -95,9 +95,14 @@ def test_bad_images_are_counted_before_training(quick_world: Path, tmp_path: Pat
             "--out", str(tmp_path / "w"), "warmup.max_steps=1", "train.batch_size=8"]
     with pytest.raises(UserError, match=r"2 of 42 images cannot be read .*missing.png: missing"):
         invoke(args)
-    invoke([*args, "--skip-bad-images"])
+    # skipped bad images are met while training (no up-front pass), replaced and counted in the manifest;
+    # 6 steps x 8 draw every image, so the feature cache is built and meets them first
+    invoke([*args, "--skip-bad-images", "warmup.max_steps=6"])
     manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
-    assert manifest["metrics"]["data_bad_images"] == 2 and manifest["metrics"]["data_dropped_samples"] == 2
+    assert manifest["metrics"]["data_bad_samples_skipped"] == 2
+    invoke([*args, "--skip-bad-images", "warmup.max_steps=6", "--no-feature-cache", "--force"])
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    assert manifest["metrics"]["data_bad_samples_skipped"] == 2
 
 
 def test_changed_llm_is_refused_by_fingerprint(quick_world: Path, tmp_path: Path) -> None:

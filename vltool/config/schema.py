@@ -27,6 +27,10 @@ class DataSection(Strict):
     val: list[str] = Field(default_factory=list, description="validation data specs")
     images: str | None = Field(None, description="root folder that relative image paths are under")
     skip_bad_images: bool = Field(False, description="drop missing/corrupt images instead of failing")
+    augment: Literal["none", "blip2"] = Field(
+        "none", description="training image transform of warmup/transfer: blip2 = LAVIS's blip2_image_train "
+        "(random resized crop, scale 0.5-1, + horizontal flip); needs warmup.feature_cache=false"
+    )
     max_train_samples: int | None = Field(None, ge=1)
     max_val_samples: int | None = Field(None, ge=1)
 

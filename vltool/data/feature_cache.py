@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vltool.errors import UserError
+
 FORMAT = 1
 
 
@@ -94,6 +96,7 @@ class FeatureTable:
         meta = json.loads((folder / "meta.json").read_text())
         self.dtype = getattr(torch, meta["torch_dtype"].removeprefix("torch."))
         self.shape = tuple(meta["shape"])
+        self.bad = set(meta.get("bad", []))  # images that could not be read: zero rows, never to be used
         self._array: np.ndarray | None = None
 
     @property
@@ -122,12 +125,17 @@ class _Images(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return self.indices[i], self.table[self.indices[i]]
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
+        try:
+            return self.indices[i], self.table[self.indices[i]]
+        except UserError:  # a missing / corrupt image: its row stays zero and is listed as bad
+            return self.indices[i], None
 
 
-def _stack(items: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
-    return [i for i, _ in items], torch.stack([t for _, t in items])
+def _stack(items: list[tuple[int, torch.Tensor | None]]) -> tuple[list[int], torch.Tensor | None, list[int]]:
+    good = [(i, t) for i, t in items if t is not None]
+    pixels = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], pixels, [i for i, t in items if t is None]
 
 
 def image_batches(table: Any, batch_size: int, workers: int) -> Callable[[list[int]], Any]:
@@ -161,24 +169,32 @@ def build(accelerator: Any, key: str, n_images: int, encode: Callable[[torch.Ten
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             # the output shape, from the first image
-            first_ids, first_px = next(iter(batches([0])))
-            sample = encode(first_px)
+            first_px = next((px for _, px, _ in batches(list(range(n_images))) if px is not None), None)
+            if first_px is None:
+                raise UserError("no training image can be read")
+            sample = encode(first_px[:1])
             shape = [n_images, *sample.shape[1:]]
             np.lib.format.open_memmap(features, mode="w+", dtype=_np_dtype(dtype), shape=tuple(shape)).flush()
         accelerator.wait_for_everyone()
         mine = list(range(accelerator.process_index, n_images, accelerator.num_processes))
         array = np.load(features, mmap_mode="r+")
-        for ids, pixels in batches(mine):
+        bad: list[int] = []
+        for ids, pixels, unreadable in batches(mine):
+            bad += unreadable
+            if pixels is None:
+                continue
             out = encode(pixels).to(dtype).cpu()
             array[np.asarray(ids)] = (out.view(torch.int16) if dtype == torch.bfloat16 else out).numpy()
         array.flush()
         del array
+        (folder / f"bad-{accelerator.process_index}.json").write_text(json.dumps(bad))
         accelerator.wait_for_everyone()
         if main:
             shape = list(np.load(features, mmap_mode="r").shape)
+            bad = sorted(i for path in folder.glob("bad-*.json") for i in json.loads(path.read_text()))
             tmp = folder / "meta.json.tmp"
-            tmp.write_text(json.dumps({"format": FORMAT, "shape": shape, "torch_dtype": str(dtype), **describe},
-                                      indent=1, default=str))
+            tmp.write_text(json.dumps({"format": FORMAT, "shape": shape, "torch_dtype": str(dtype), "bad": bad,
+                                      **describe}, indent=1, default=str))
             tmp.rename(folder / "meta.json")
         accelerator.wait_for_everyone()
     return FeatureTable(folder)

@@ -1,9 +1,12 @@
-"""Image paths and files: where a relative path points, opening one, and checking them all up front.
+"""Image paths and files: where a relative path points, opening one, and checking them (the one checker).
 
-VPGTrans users lost runs to failed image downloads that crashed data loading hours in. Stages
-therefore call ``check_images`` before training: every distinct image is opened once, the
-missing and corrupt ones are counted with a few examples, and the stage either refuses (one
-line naming them) or drops those samples when the user asked to skip bad images.
+VPGTrans users lost runs to failed image downloads that crashed data loading hours in. Without
+``--skip-bad-images`` stages call ``usable_samples`` before training: every distinct image is
+opened once (in parallel processes when there are many), the missing and corrupt ones are
+counted with a few examples, and the stage refuses with one line naming them. With
+``--skip-bad-images`` warmup/transfer check lazily instead: training starts at once, a bad image
+met while training is replaced by the next good sample, and the bad ones are counted in the
+output manifest and the final log line (``vltool.data.mixture``).
 """
 
 from __future__ import annotations
@@ -100,22 +103,36 @@ class ImageReport:
                 "corrupt_images": len(self.corrupt), "dropped_samples": self.affected_samples}
 
 
+PARALLEL_FROM = 2000  # distinct images; fewer are checked in this process
+
+
+def _problems(paths: list[str], thorough: bool) -> list[str | None]:
+    """``image_problem`` of every path, in processes when there are many (a million files must not
+    keep a run from starting for an hour: the check is I/O and header parsing, and scales with cores)."""
+    if len(paths) < PARALLEL_FROM:
+        return [image_problem(p, thorough) for p in paths]
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from vltool.training.data_loader import cpu_count
+
+    with ProcessPoolExecutor(max_workers=max(1, cpu_count())) as pool:
+        return list(pool.map(partial(image_problem, thorough=thorough), paths, chunksize=256))
+
+
 def check_images(samples: Sequence[Sample], thorough: bool = False) -> ImageReport:
-    """Open every distinct image of ``samples`` once; text-only samples are skipped."""
+    """Open every distinct image of ``samples`` once (in parallel when many); text-only samples are skipped."""
     report = ImageReport()
-    seen: dict[str, str | None] = {}
-    for sample in samples:
-        if sample.image is None or not isinstance(sample.image, (str, Path)):
-            continue  # text-only, or an in-memory image that is already decoded
-        report.samples_with_images += 1
-        key = str(sample.image)
-        if key not in seen:
-            seen[key] = image_problem(key, thorough)
-            if seen[key] == "missing":
-                report.missing.append(key)
-            elif seen[key]:
-                report.corrupt[key] = seen[key]
-        report.affected_samples += seen[key] is not None
+    with_images = [str(s.image) for s in samples if s.image is not None and isinstance(s.image, (str, Path))]
+    distinct = list(dict.fromkeys(with_images))
+    seen = dict(zip(distinct, _problems(distinct, thorough)))
+    for key, problem in seen.items():
+        if problem == "missing":
+            report.missing.append(key)
+        elif problem:
+            report.corrupt[key] = problem
+    report.samples_with_images = len(with_images)
+    report.affected_samples = sum(seen[k] is not None for k in with_images)
     report.checked = len(seen)
     return report
 

@@ -6,15 +6,21 @@ Every stage and ``vltool eval`` take the same strings, so a registry maps each k
 single-file kinds are already one split and ignore it. ``images`` is the ``--images`` root
 relative image paths are under.
 
-Kinds shipped: ``coco:KARPATHY_JSON``, ``vqav2:QUESTIONS[,ANNOTATIONS]``, ``scienceqa:DIR``,
-``llava:JSON``, ``alpaca:JSON``, ``jsonl:PATH`` and ``demo:caption|vqa|sqa|text``.
+Kinds shipped: ``coco:KARPATHY_JSON``, ``vg:JSON`` and ``sbu:JSON`` (LAVIS caption lists),
+``wds:SHARDS`` (WebDataset tars, streamed by warmup/transfer), ``vqav2:QUESTIONS[,ANNOTATIONS]``,
+``scienceqa:DIR``, ``llava:JSON``, ``alpaca:JSON``, ``jsonl:PATH`` and ``demo:caption|vqa|sqa|text``.
+
+Training data of warmup/transfer may end in ``@RATIO`` (``coco:A.json@0.1``): the sampling
+weight of that source in the mixture (``vltool.data.mixture``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from vltool.data.alpaca import read_alpaca
+from vltool.data.captions import read_caption_list
 from vltool.data.coco import read_coco
 from vltool.data.jsonl import read_jsonl
 from vltool.data.llava import read_llava
@@ -49,8 +55,29 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, arg
 
 
+_RATIO = re.compile(r"@([^@/:]*)$")
+
+
+def split_ratio(spec: str) -> tuple[str, float | None]:
+    """``"coco:A.json@0.1"`` -> ("coco:A.json", 0.1); no ``@`` -> (spec, None); a bad ratio is a UserError."""
+    match = _RATIO.search(spec)
+    if not match:
+        return spec, None
+    try:
+        ratio = float(match.group(1))
+    except ValueError:
+        ratio = -1.0
+    if not 0 < ratio < float("inf"):
+        raise UserError(f"data spec {spec!r}: the ratio after '@' must be a positive number (e.g. @0.2), "
+                        f"found {match.group(1)!r}")
+    return spec[: match.start()], ratio
+
+
 def load_spec(spec: str, split: str = "train", images: str | None = None) -> list[Sample]:
     """The samples a SPEC names; an empty dataset is an error rather than a silent no-op run."""
+    if split_ratio(spec)[1] is not None:
+        raise UserError(f"data spec {spec!r}: sampling ratios (@R) apply to the training data of warmup and "
+                        "transfer only")
     kind, arg = parse_spec(spec)
     samples = READERS[kind](arg, split, images)
     if not samples:
@@ -66,6 +93,16 @@ def _demo(arg: str, split: str, images: str | None) -> list[Sample]:
 
 
 register_kind("coco", lambda arg, split, images: read_coco(arg, images))
+register_kind("vg", lambda arg, split, images: read_caption_list(arg, images, "vg"))
+register_kind("sbu", lambda arg, split, images: read_caption_list(arg, images, "sbu"))
+
+
+def _wds(arg: str, split: str, images: str | None) -> list[Sample]:
+    raise UserError(f"wds:{arg}: WebDataset shards are streamed as training data of warmup and transfer; "
+                    "other commands take caption files (coco:, jsonl:)")
+
+
+register_kind("wds", _wds)
 register_kind("vqav2", lambda arg, split, images: read_vqav2_spec(arg, images))
 # ScienceQA keeps its images in DIR/images: --images (the root of relative paths in coco, llava and
 # jsonl files, given once per command) must not move them when datasets are mixed.

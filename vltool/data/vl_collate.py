@@ -28,7 +28,8 @@ class VLCollator:
         if self.features is not None:
             batch["query_output"] = self.features[index]
         else:
-            batch["pixel_values"] = torch.stack([self.dataset.images[i] for i in index])
+            batch["pixel_values"] = torch.stack(
+                [i if isinstance(i, torch.Tensor) else self.dataset.images[i] for i in index])
         return batch
 
 

@@ -253,6 +253,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
     run_dir = _run_dir(out, phase)
     resume_here = resume and latest_checkpoint(run_dir) is not None
     timing: dict[str, float] = {}
+    features = None
     if phase == "warmup":
         vlm.set_trainable(model, vlm.WARMUP_PARTS)
         settings = cfg.train.model_copy(update={
@@ -260,7 +261,6 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
             "warmup_epochs": None, "epochs": cfg.warmup.epochs, "max_steps": cfg.warmup.max_steps,
             "eval_every": cfg.eval.every,
         })
-        features = None
         if cfg.warmup.feature_cache and cfg.data.augment != "none":
             raise UserError(f"the warm-up feature cache stores one output per image, which data.augment="
                             f"{cfg.data.augment} changes at every draw; set warmup.feature_cache=false "
@@ -278,6 +278,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
         settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
         collate = VLCollator(setup.train_set, setup.layout)
     setup.train_set.use_features = features is not None
+    setup.train_set.bad_features = getattr(features, "bad", set())
     setup.train_set.bad_log = _run_root(out) / "bad-images"
     model.to(accelerator.device)
     result = train(model, vlm.caption_loss, setup.train_set, settings, collate_fn=collate, run_dir=run_dir,
