@@ -127,7 +127,7 @@ def test_vit_from_its_own_file_when_the_checkpoint_has_none(tmp_path: Path, llm_
                                                            configs: dict[str, Path]) -> None:
     full = lavis_state(vision_layers=2)
     torch.save({"model": lavis_state(with_vit=False)}, tmp_path / "stage2.pth")
-    with pytest.raises(UserError, match="--vit PATH.pth"):
+    with pytest.raises(UserError, match="--vision PATH.pth"):
         convert_lavis(tmp_path / "stage2.pth", str(llm_dir), tmp_path / "hf", **configs)
     # EVA's own file: no prefix, one block more than BLIP-2 uses, a final norm and head
     eva = {k.removeprefix("visual_encoder."): t for k, t in full.items() if k.startswith("visual_encoder.")}
@@ -182,7 +182,7 @@ def test_vltool_convert_writes_a_model_artifact_and_refuses_to_overwrite(tmp_pat
     pth = tmp_path / "blip2.pth"
     torch.save({"model": lavis_state(), "config": {"arch": "blip2_opt"}}, pth)
     out = tmp_path / "converted"
-    args = ["convert", str(pth), "--llm", str(llm_dir), "--out", str(out),
+    args = ["convert", str(pth), "--dst", str(llm_dir), "--out", str(out),
             "--vision-config", str(configs["vision_config"]), "--qformer-config", str(configs["qformer_config"])]
     invoke(args)
     art = read_artifact(out)  # verifies every file's sha256
@@ -222,7 +222,7 @@ def test_stage1_checkpoint_converts_to_an_image_text_retrieval_folder(tmp_path: 
     state = stage1_state()
     pth = tmp_path / "blip2_pretrained.pth"
     torch.save({"model": state}, pth)
-    with pytest.raises(UserError, match="stage-1 checkpoint .* drop --llm"):
+    with pytest.raises(UserError, match="stage-1 checkpoint .* drop --dst"):
         convert_lavis(pth, str(llm_dir), tmp_path / "x", **configs)
     report = convert_lavis(pth, None, tmp_path / "s1", **configs)
     assert report["format"] == "Blip2ForImageTextRetrieval" and report["stage"] == 1

@@ -1,4 +1,4 @@
-"""What stands behind --src / --dst / --llm: kinds, and the errors for the wrong kind."""
+"""What stands behind --src / --dst: kinds, and the errors for the wrong kind."""
 
 from __future__ import annotations
 

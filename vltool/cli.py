@@ -39,6 +39,13 @@ app.add_typer(recipes_app, name="recipes")
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML (a path or a shipped recipe name)")
 OutOpt = typer.Option(..., "--out", "-o", help="output artifact folder (written atomically)")
 ForceOpt = typer.Option(False, "--force", help="replace --out if it exists (and discard an unfinished run's checkpoints)")
+# Switches a recipe can set either way take both spellings, so a flag can undo the recipe.
+ConverterOpt = typer.Option(None, "--converter/--no-converter",
+                            help="word-converter projector init, or a random one (ablation); default: recipe")
+FeatureCacheOpt = typer.Option(None, "--feature-cache/--no-feature-cache",
+                               help="cache the frozen VPG's outputs in the warm-up, or recompute them; default: recipe")
+SkipBadOpt = typer.Option(None, "--skip-bad-images/--no-skip-bad-images",
+                          help="drop missing/corrupt images (counted in the manifest), or fail; default: recipe")
 ResumeOpt = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint (beside --out)")
 OverridesArg = typer.Argument(None, help="dotted key=value overrides, e.g. train.lr=3e-4", show_default=False)
 
@@ -102,7 +109,7 @@ def _data_flags(data: list[str] | None, val: list[str] | None, images: str | Non
         "data.train": data or None,
         "data.val": val or None,
         "data.images": images,
-        "data.skip_bad_images": skip or None,
+        "data.skip_bad_images": skip,
     }
 
 
@@ -149,9 +156,9 @@ def warmup(
     out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
     recipe: str | None = RecipeOpt,
     warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
-    no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
-    no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
-    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    converter: bool | None = ConverterOpt,
+    feature_cache: bool | None = FeatureCacheOpt,
+    skip_bad_images: bool | None = SkipBadOpt,
     resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
@@ -161,8 +168,8 @@ def warmup(
     """Stage 1 of VPGTrans: inherit the source VPG, init the projector with the word converter, train the projector only."""
     flags = {
         "src": src, "dst": dst, "warmup.lr_mult": warmup_lr_mult,
-        "converter.enabled": False if no_converter else None,
-        "warmup.feature_cache": False if no_feature_cache else None,
+        "converter.enabled": converter,
+        "warmup.feature_cache": feature_cache,
         **_data_flags(data, val_data, images, skip_bad_images),
     }
     cfg = _pin_revision(_recipe(recipe, "warmup", overrides, flags), "dst", revision)
@@ -180,10 +187,18 @@ TRANSFER_EPILOG = """[bold]Examples[/bold]
 
   vltool transfer --from-warmup runs/warm --data demo:caption --out runs/vpg
 
-  vltool transfer --src demo-blip2-opt-s --dst demo-llama --data demo:caption --from-scratch --out runs/scratch
+  vltool transfer --src demo-blip2-opt-s --dst demo-llama --data demo:caption --from-scratch --qformer demo-qformer-stage1 --out runs/scratch
 
   vltool transfer --src opt2.7b --dst vicuna7b --dry-run
 """
+
+
+def _split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """(positional arguments, dotted key=value overrides) of a command whose arguments are a list."""
+    import re
+
+    is_override = [bool(re.match(r"^[A-Za-z_][\w.]*=", a)) and not Path(a).exists() for a in args]
+    return [a for a, o in zip(args, is_override) if not o], [a for a, o in zip(args, is_override) if o]
 
 
 def _need_out(out: Path | None) -> Path:
@@ -202,11 +217,15 @@ def transfer(
     out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
     recipe: str | None = RecipeOpt,
     from_warmup: Path | None = typer.Option(None, help="continue from a warm-up artifact"),
-    from_scratch: bool = typer.Option(False, "--from-scratch", help="fresh Q-Former/queries/projector (baseline)"),
-    no_converter: bool = typer.Option(False, "--no-converter", help="random projector init (ablation)"),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="the paper's baseline: stage 2 from a stage-1 "
+                                      "Q-Former (--qformer) with a random projector"),
+    qformer: str | None = typer.Option(None, "--qformer", help="with --from-scratch: the stage-1 Q-Former to start "
+                                       "from (blip2-stage1, a converted blip2_pretrained.pth, demo-qformer-stage1) or "
+                                       "'random' (ablation)"),
+    converter: bool | None = ConverterOpt,
     warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
-    no_feature_cache: bool = typer.Option(False, "--no-feature-cache", help="recompute the frozen VPG each step"),
-    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    feature_cache: bool | None = FeatureCacheOpt,
+    skip_bad_images: bool | None = SkipBadOpt,
     resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
@@ -215,16 +234,18 @@ def transfer(
 ) -> None:
     """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
     flags = {
-        "src": src, "dst": dst, "from_scratch": True if from_scratch else None,
+        "src": src, "dst": dst, "from_scratch": True if from_scratch else None, "scratch_qformer": qformer,
         "warmup.lr_mult": warmup_lr_mult,
-        "converter.enabled": False if no_converter else None,
-        "warmup.feature_cache": False if no_feature_cache else None,
+        "converter.enabled": converter,
+        "warmup.feature_cache": feature_cache,
         **_data_flags(data, val_data, images, skip_bad_images),
     }
     if from_warmup is not None:
         from vltool.stages import vpgtrans
 
         flags = {**vpgtrans.flags_from_warmup(from_warmup), **{k: v for k, v in flags.items() if v is not None}}
+    if qformer is not None and not from_scratch:
+        raise UserError("--qformer names the start of the from-scratch baseline; add --from-scratch")
     cfg = _pin_revision(_recipe(recipe, "transfer", overrides, flags), "dst", revision)
     from vltool.stages import vpgtrans
 
@@ -257,8 +278,9 @@ def tune_mma(
     images: str | None = typer.Option(None, help="image root for relative paths"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output adapters artifact folder"),
     recipe: str | None = RecipeOpt,
-    no_router: bool = typer.Option(False, "--no-router", help="one shared adapter, no routing (ablation)"),
-    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="drop missing/corrupt images"),
+    router: bool | None = typer.Option(None, "--router/--no-router",
+                                       help="routed adapters, or one shared adapter (ablation); default: recipe"),
+    skip_bad_images: bool | None = SkipBadOpt,
     resume: bool = ResumeOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
@@ -268,7 +290,7 @@ def tune_mma(
     """LaVIN Mixture-of-Modality Adaptation: routed MM-Adapters on a frozen LLM and vision encoder."""
     flags = {
         "model": model, "front_end": front_end, "vision": vision,
-        "adapter.router": False if no_router else None,
+        "adapter.router": router,
         **_data_flags(data, val_data, images, skip_bad_images),
     }
     cfg = _pin_revision(_recipe(recipe, "tune-mma", overrides, flags), "model", revision)
@@ -317,25 +339,29 @@ EVAL_EPILOG = """[bold]Examples[/bold]
 
 @app.command("eval", epilog=EVAL_EPILOG)
 def eval_(
-    models: list[str] | None = typer.Argument(None, help="artifacts, merged HF folders or aliases"),
-    data: list[str] = typer.Option(..., "--data", "-d", help="dataset SPEC (repeatable)"),
+    models: list[str] | None = typer.Argument(
+        None, help="artifacts, merged HF folders or aliases, then optional dotted key=value overrides"),
+    data: list[str] | None = typer.Option(None, "--data", "-d", help="dataset SPEC (repeatable)"),
     predictions: Path | None = typer.Option(None, help="score a saved predictions JSONL instead of a model"),
     images: str | None = typer.Option(None, help="image root for relative paths"),
-    split: str = typer.Option("test", help="dataset split"),
+    split: str | None = typer.Option(None, help="dataset split (default: recipe / test)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="write metrics JSON (+ predictions beside it)"),
     max_samples: int | None = typer.Option(None, help="evaluate at most N samples per dataset"),
     num_beams: int | None = typer.Option(None, help="beam size (default: recipe / greedy)"),
     max_new_tokens: int | None = typer.Option(None, help="generation length limit (default: recipe)"),
     batch_size: int | None = typer.Option(None, help="samples per generation batch (default: recipe)"),
+    skip_bad_images: bool | None = SkipBadOpt,
     recipe: str | None = RecipeOpt,
     force: bool = ForceOpt,
 ) -> None:
     """Generate with each model and score every dataset with its own metric; or score saved predictions."""
+    models, overrides = _split_overrides(models or [])
     if not models and predictions is None:
         raise UserError("give at least one MODEL, or --predictions FILE.jsonl to score saved outputs")
-    flags = {"data": data, "images": images, "split": split, "eval.max_samples": max_samples,
+    flags = {"data.eval": data or None, "data.images": images, "data.split": split,
+             "data.skip_bad_images": skip_bad_images, "eval.max_samples": max_samples,
              "eval.num_beams": num_beams, "eval.max_new_tokens": max_new_tokens, "eval.batch_size": batch_size}
-    cfg = _recipe(recipe, "eval", None, flags)
+    cfg = _recipe(recipe, "eval", overrides, flags)
     from vltool.stages import evaluate as stage
     from vltool.ui.tables import metrics_table
 
@@ -400,32 +426,41 @@ def predict(
 
 CONVERT_EPILOG = """[bold]Examples[/bold]
 
-  vltool convert blip2_pretrained_opt2.7b.pth --llm opt2.7b --vit eva_vit_g.pth --out blip2-opt-2.7b-hf
+  vltool convert blip2_pretrained_opt2.7b.pth --dst opt2.7b --vision eva_vit_g.pth --out blip2-opt-2.7b-hf
 
-  vltool convert stage2.pth --llm ./my-opt --vision-config vis.json --qformer-config qf.json --out hf/
+  vltool convert stage2.pth --dst ./my-opt --vision-config vis.json --qformer-config qf.json --out hf/
 
-  vltool convert blip2_pretrained.pth --vit eva_vit_g.pth --out blip2-stage1-hf   [dim](stage 1: no --llm)[/dim]
+  vltool convert blip2_pretrained.pth --vision eva_vit_g.pth --out blip2-stage1-hf   [dim](stage 1: no --dst)[/dim]
 """
 
 
 @app.command(epilog=CONVERT_EPILOG)
 def convert(
     checkpoint: Path = typer.Argument(..., help="LAVIS BLIP-2 .pth"),
-    llm: str | None = typer.Option(None, help="the LLM it was trained with: alias or HF folder (not for a "
-                                                "stage-1 blip2_pretrained.pth)"),
+    dst: str | None = typer.Option(None, "--dst", help="the LLM it was trained with: alias or HF folder (not for a "
+                                                        "stage-1 blip2_pretrained.pth)"),
     out: Path = OutOpt,
     vision_config: Path | None = typer.Option(None, help="Blip2VisionConfig JSON for non-standard shapes"),
     qformer_config: Path | None = typer.Option(None, help="Blip2QFormerConfig JSON for non-standard shapes"),
-    vit: Path | None = typer.Option(None, help="separate ViT .pth when the checkpoint has no ViT weights"),
+    vision: Path | None = typer.Option(None, "--vision", help="separate ViT .pth when the checkpoint has no ViT weights"),
+    llm: str | None = typer.Option(None, "--llm", hidden=True, help="old spelling of --dst"),
+    vit: Path | None = typer.Option(None, "--vit", hidden=True, help="old spelling of --vision"),
     force: bool = ForceOpt,
 ) -> None:
     """Turn a LAVIS BLIP-2 checkpoint + its LLM into an HF Blip2ForConditionalGeneration folder
     (a stage-1 blip2_pretrained.pth, with no LLM: a Blip2ForImageTextRetrieval folder)."""
+    from vltool.config.deprecation import deprecated
     from vltool.stages import convert as stage
 
+    if llm is not None:
+        deprecated("vltool convert --llm", "--dst (the LLM, as in warmup and transfer)")
+        dst = dst or llm
+    if vit is not None:
+        deprecated("vltool convert --vit", "--vision (the vision model, as in tune-mma)")
+        vision = vision or vit
     _show_artifact(
-        _run_stage(stage.run, checkpoint, llm, out, vision_config=vision_config,
-                   qformer_config=qformer_config, vit=vit, force=force)
+        _run_stage(stage.run, checkpoint, dst, out, vision_config=vision_config,
+                   qformer_config=qformer_config, vit=vision, force=force)
     )
 
 
@@ -530,7 +565,7 @@ DEMO_EPILOG = """[bold]Examples[/bold]
 
 @app.command(epilog=DEMO_EPILOG)
 def demo(
-    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="report folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="report folder (written atomically)"),
     quick: bool = typer.Option(False, "--quick", help="a smoke run (about 40 s on 2 cores) on a smaller world, with fewer steps"),
     force: bool = ForceOpt,
 ) -> None:

@@ -9,10 +9,11 @@ Defaults follow the papers (PAPERS.md); the shipped recipes state them explicitl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vltool.config.deprecation import deprecated
 from vltool.training.settings import TrainSettings
 
 
@@ -77,7 +78,11 @@ class VPGTransRecipe(Strict):
     dst: str = Field(..., description="alias or HF causal-LM folder")
     prompt: str = Field("", description="text prompt during pre-training (paper: empty)")
     max_text_tokens: int = Field(32, ge=1, description="caption max tokens (paper: 32)")
-    from_scratch: bool = Field(False, description="fresh Q-Former / queries / projector (baseline)")
+    from_scratch: bool = Field(False, description="the training-from-scratch baseline: stage 2 from scratch_qformer "
+                               "with a random projector")
+    scratch_qformer: str | None = Field(
+        None, description="from-scratch start: a BLIP-2 stage-1 Q-Former (alias blip2-stage1 / demo-qformer-stage1, "
+        "a converted blip2_pretrained.pth folder; the paper's baseline) or 'random' (random Q-Former, an ablation)")
     data: DataSection = Field(default_factory=DataSection)
     converter: ConverterSection = Field(default_factory=ConverterSection)
     warmup: WarmupSection = Field(default_factory=WarmupSection)
@@ -123,14 +128,37 @@ class MMARecipe(Strict):
     eval: EvalSection = Field(default_factory=lambda: EvalSection(max_new_tokens=64))
 
 
+class EvalData(Strict):
+    """What ``vltool eval`` scores: shaped like the training recipes' ``data`` section."""
+
+    eval: list[str] = Field(default_factory=list, description="dataset specs to evaluate")
+    split: str = Field("test", description="split to read from each dataset")
+    images: str | None = Field(None, description="root folder that relative image paths are under")
+    skip_bad_images: bool = Field(False, description="skip missing/corrupt images instead of failing")
+
+
 class EvalRecipe(Strict):
     """``vltool eval``: generation and scoring settings."""
 
     stage: Literal["eval"] = "eval"
-    data: list[str] = Field(default_factory=list)
-    images: str | None = None
-    split: str = "test"
+    data: EvalData = Field(default_factory=EvalData)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_shape(cls, value: Any) -> Any:
+        """0.1's ``data: [specs]`` + top-level ``images`` / ``split`` still read, with a note (one release)."""
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        moved = {k: value.pop(k) for k in ("images", "split") if k in value}
+        data = value.get("data")
+        if isinstance(data, list) or moved:
+            deprecated("an eval recipe's 'data: [...]' list and top-level 'images'/'split'",
+                       "'data: {eval: [...], images: ..., split: ...}'")
+            section = {"eval": data} if isinstance(data, list) else dict(data or {})
+            value["data"] = {**section, **moved}
+        return value
 
 
 RECIPE_TYPES: dict[str, type[Strict]] = {

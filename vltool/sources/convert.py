@@ -11,7 +11,7 @@ Every tensor is checked against those shapes before anything is written, and the
 output width against the LLM. The caller (the CLI) owns atomic writing and ``--force``.
 
 A stage-1 checkpoint (LAVIS ``blip2_pretrained.pth``: the pre-trained Q-Former, no LLM, no
-projector) converts without ``--llm`` to an HF ``Blip2ForImageTextRetrieval`` folder, the start of
+projector) converts without ``--dst`` to an HF ``Blip2ForImageTextRetrieval`` folder, the start of
 the paper's training-from-scratch baseline (``transfer --from-scratch --qformer DIR``); see
 ``sources.stage1``.
 """
@@ -112,11 +112,11 @@ def convert_lavis(checkpoint: Path, llm: str | None, out: Path, *, vision_config
         vit_source = str(vit)
     elif not any(k.startswith("visual_encoder.") for k in state):
         raise UserError(f"{checkpoint} has no ViT weights (visual_encoder.*): LAVIS loads EVA ViT-g from its own "
-                        f"file (eva_vit_g.pth); pass it with --vit PATH.pth")
+                        f"file (eva_vit_g.pth); pass it with --vision PATH.pth")
     if is_stage1(state):
         if llm is not None:
             raise UserError(f"{checkpoint} is a BLIP-2 stage-1 checkpoint (a Q-Former, no projector, no LLM); drop "
-                            f"--llm: it converts to a {STAGE1_ARCH} folder on its own")
+                            f"--dst: it converts to a {STAGE1_ARCH} folder on its own")
         report = convert_stage1(state, checkpoint, Path(out), vision_cfg, qformer_cfg, image_processor_for(vision_cfg),
                                 dtype)
         return {"checkpoint": str(checkpoint), "stage": 1, "vit_from": vit_source, "vit_blocks_dropped": dropped_vit,
@@ -124,7 +124,7 @@ def convert_lavis(checkpoint: Path, llm: str | None, out: Path, *, vision_config
                 "notes": ["no tokenizer written: LAVIS's Q-Former text side uses bert-base-uncased plus a [DEC] "
                           "token; vltool uses only the query path (--from-scratch --qformer DIR)"]}
     if llm is None:
-        raise UserError(f"{checkpoint} has a projector, so it is a stage-2 BLIP-2 checkpoint: pass --llm, the LLM "
+        raise UserError(f"{checkpoint} has a projector, so it is a stage-2 BLIP-2 checkpoint: pass --dst, the LLM "
                         f"it was trained with")
     tensors, skipped, projector_prefix = map_lavis(state)
     if projector_prefix is None:
@@ -134,7 +134,7 @@ def convert_lavis(checkpoint: Path, llm: str | None, out: Path, *, vision_config
         raise UserError(f"{checkpoint} has no query_tokens tensor")
     num_query_tokens = tensors["query_tokens"].shape[1]
 
-    target = resolve_target(llm, "--llm")
+    target = resolve_target(llm, "--dst")
     from transformers import AutoConfig
 
     llm_width = AutoConfig.from_pretrained(str(target.path)).hidden_size

@@ -2,7 +2,7 @@
 
 LAVIS writes ``{"model": state_dict, "config": ...}``; VPGTrans's released checkpoints keep only
 the trained tensors, and LAVIS loads the EVA ViT-g weights from a separate file, so the ViT may
-come from ``--vit``. The name map follows transformers' own conversion script (PAPERS.md 1):
+come from ``--vision``. The name map follows transformers' own conversion script (PAPERS.md 1):
 
 - ``visual_encoder.{cls_token,pos_embed,patch_embed.proj}`` -> ``vision_model.embeddings.*``;
   ``blocks.{i}.{norm1,norm2,attn.qkv,attn.proj,mlp.fc1,mlp.fc2}`` -> ``encoder.layers.{i}.*``;
@@ -40,7 +40,7 @@ SKIPPED = [  # (pattern, why it has no place in Blip2ForConditionalGeneration)
     (r"^Qformer\.bert\.embeddings\.position_ids$", "Q-Former text embeddings (stage 1)"),
     (r"^Qformer\.bert\.encoder\.layer\.\d+\.(intermediate|output)\.", "Q-Former text FFN (stage 1 only)"),
     (r"^(vision_proj|text_proj|itm_head)\.|^temp$", "stage-1 contrastive / matching heads"),
-    (r"^(opt_model|llama_model|t5_model|llm_model)\.", "LLM weights (the LLM comes from --llm)"),
+    (r"^(opt_model|llama_model|t5_model|llm_model)\.", "LLM weights (the LLM comes from --dst)"),
 ]
 VIT_FILE_SKIPPED = r"^(norm|fc_norm|head|rel_pos_bias)\."
 _VIT_BLOCK = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv",
@@ -145,12 +145,12 @@ def map_lavis(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 
 def vit_file_tensors(path: Path, num_layers: int) -> tuple[dict[str, torch.Tensor], int]:
-    """An EVA ViT state dict from its own file (``--vit``), keys with or without ``visual_encoder.``.
+    """An EVA ViT state dict from its own file (``--vision``), keys with or without ``visual_encoder.``.
 
     Blocks past ``num_layers`` are dropped (EVA ViT-g has 40; BLIP-2 uses the first 39, as LAVIS
     does) and so are its final norm / head; returns (tensors under ``visual_encoder.``, dropped).
     """
-    state = state_dict_of(load_pth(path, "--vit"), path, "--vit")
+    state = state_dict_of(load_pth(path, "--vision"), path, "--vision")
     kept: dict[str, torch.Tensor] = {}
     dropped = 0
     for key, value in state.items():

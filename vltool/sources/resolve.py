@@ -1,4 +1,4 @@
-"""Turn what a user typed for ``--src`` / ``--dst`` / ``--llm`` into a typed, local source.
+"""Turn what a user typed for ``--src`` / ``--dst`` into a typed, local source.
 
 Four kinds of thing can stand behind a model argument, and every command needs to know which
 before it loads gigabytes: an HF BLIP-2 folder (Salesforce/blip2-* layout), an HF causal-LM
@@ -150,7 +150,7 @@ def resolve_source(spec: str) -> ResolvedSource:
 
 
 def resolve_target(spec: str, flag: str = "--dst") -> ResolvedSource:
-    """``--dst`` / ``--llm``: a causal LM with its tokenizer."""
+    """``--dst``: a causal LM with its tokenizer."""
     found = resolve(spec, "target", flag)
     if found.kind is SourceKind.BLIP2:
         raise UserError(f"{flag} {spec} is a BLIP-2 model; {flag} takes the plain causal LM to give eyes to")

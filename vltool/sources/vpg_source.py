@@ -36,6 +36,7 @@ class VPGSource:
     origin: str
     embeddings: Callable[[], torch.Tensor] | None = None  # loads them on first use (only the converter needs them)
     _lm_embeddings: torch.Tensor | None = None
+    scratch: dict[str, str] | None = None  # set by a from-scratch run: the stage-1 Q-Former it started from
 
     @property
     def lm_embeddings(self) -> torch.Tensor:
@@ -107,7 +108,7 @@ def load_source(spec: str) -> VPGSource:
     found = resolve_source(spec)
     if found.kind is SourceKind.LAVIS_PTH:
         raise UserError(f"--src {spec} is a LAVIS checkpoint; convert it first with "
-                        f"'vltool convert {spec} --llm LLM --out DIR' and pass DIR")
+                        f"'vltool convert {spec} --dst LLM --out DIR' and pass DIR")
     if found.kind is SourceKind.ARTIFACT:
         return load_vpg_artifact(found.path)[0]
     from vltool.sources.stage1 import is_stage1_folder

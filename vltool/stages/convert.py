@@ -1,7 +1,7 @@
 """``vltool convert``: a LAVIS BLIP-2 ``.pth`` (+ its LLM) -> a standalone HF BLIP-2 ``model`` artifact.
 
-Stage-2 checkpoints (with a projector) need ``--llm`` and give a ``Blip2ForConditionalGeneration``
-folder; a stage-1 checkpoint (``blip2_pretrained.pth``) takes no ``--llm`` and gives a
+Stage-2 checkpoints (with a projector) need ``--dst`` and give a ``Blip2ForConditionalGeneration``
+folder; a stage-1 checkpoint (``blip2_pretrained.pth``) takes no ``--dst`` and gives a
 ``Blip2ForImageTextRetrieval`` folder (the manifest's ``format`` says which).
 
 The conversion itself lives in ``sources.convert`` (it is a model source, reused by tests and by
@@ -29,7 +29,7 @@ def run(checkpoint: Path, llm: str | None, out: Path, *, vision_config: Path | N
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"LAVIS checkpoint {checkpoint} does not exist (expected a BLIP-2 .pth file)")
-    for flag, path in (("--vit", vit), ("--vision-config", vision_config), ("--qformer-config", qformer_config)):
+    for flag, path in (("--vision", vit), ("--vision-config", vision_config), ("--qformer-config", qformer_config)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path} does not exist")
     ensure_writable(Path(out), force)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.config.schema import EvalRecipe
+from vltool.data.images import usable_samples
 from vltool.data.specs import load_spec
 from vltool.errors import UserError
 from vltool.eval.dataset_eval import evaluate_dataset
@@ -24,9 +25,11 @@ from vltool.eval.scoring import metric_family, score
 from vltool.training.progress import NullReporter, Reporter
 
 
-def _samples(cfg: EvalRecipe, spec: str):
-    samples = load_spec(spec, cfg.split, cfg.images)
-    return samples[: cfg.eval.max_samples] if cfg.eval.max_samples else samples
+def _samples(cfg: EvalRecipe, spec: str, read_images: bool = True):
+    """The samples of ``spec``; when a model will read their images, bad ones fail or are skipped first."""
+    samples = load_spec(spec, cfg.data.split, cfg.data.images)
+    samples = samples[: cfg.eval.max_samples] if cfg.eval.max_samples else samples
+    return usable_samples(samples, cfg.data.skip_bad_images, spec)[0] if read_images else samples
 
 
 def _slug(text: str) -> str:
@@ -62,12 +65,12 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
 
     reporter = reporter or NullReporter()
     _check_out(out, force)
-    if not cfg.data:
+    if not cfg.data.eval:
         raise UserError("no dataset: pass --data SPEC (e.g. --data demo:sqa)")
-    datasets = {spec: _samples(cfg, spec) for spec in cfg.data}
+    datasets = {spec: _samples(cfg, spec) for spec in cfg.data.eval}
     settings = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
                                   cfg.eval.num_beams)
-    results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data}
+    results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data.eval}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
@@ -95,7 +98,7 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
             name = out.with_name(f"{out.stem}.{_slug(Path(model_spec).name)}.{_slug(spec)}.jsonl")
             write_predictions(name, samples, texts, nll)
             files[f"{model_spec} | {spec}"] = name.name
-        out.write_text(json.dumps({"metrics": results, "predictions": files, "split": cfg.split,
+        out.write_text(json.dumps({"metrics": results, "predictions": files, "split": cfg.data.split,
                                    "generation": settings.__dict__, "device": str(device),
                                    "processes": state.num_processes}, indent=2) + "\n")
     return results
@@ -105,10 +108,10 @@ def score_predictions_file(cfg: EvalRecipe, path: Path, out: Path | None = None,
                            force: bool = False) -> dict[str, dict[str, dict[str, float]]]:
     """Score saved predictions (ours or another tool's) against one dataset, with no model."""
     _check_out(out, force)
-    if len(cfg.data) != 1:
+    if len(cfg.data.eval) != 1:
         raise UserError("--predictions scores one dataset: give exactly one --data SPEC")
-    spec = cfg.data[0]
-    samples = _samples(cfg, spec)
+    spec = cfg.data.eval[0]
+    samples = _samples(cfg, spec, read_images=False)
     found = read_predictions(path)
     nll = found.nll if found.nll and metric_family(spec) == "text" else None
     if nll is not None and len(nll) != len(found.texts):
@@ -118,5 +121,5 @@ def score_predictions_file(cfg: EvalRecipe, path: Path, out: Path | None = None,
     results = {spec: {path.name: metrics}}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"metrics": results, "predictions": str(path), "split": cfg.split}, indent=2) + "\n")
+        out.write_text(json.dumps({"metrics": results, "predictions": str(path), "split": cfg.data.split}, indent=2) + "\n")
     return results
