@@ -32,6 +32,9 @@ class ToPixels:
     """A picklable preprocess: an 8x8 float tensor from an image path."""
 
     def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, Image.Image):  # a wds: sample arrives decoded
+            array = np.asarray(image.convert("RGB").resize((8, 8)), dtype=np.float32) / 255
+            return torch.from_numpy(array).permute(2, 0, 1).contiguous()
         with Image.open(image) as handle:
             array = np.asarray(handle.convert("RGB").resize((8, 8)), dtype=np.float32) / 255
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
@@ -98,3 +101,28 @@ def test_a_corrupt_image_found_in_a_worker_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         _train(dataset, 1)
     assert "\n" not in str(err.value) and "img003.png" in str(err.value)
+
+
+@pytest.mark.dist
+def test_two_processes_with_workers_and_a_wds_source(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    from stream_fixture import write_data
+
+    write_data(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1",
+           "ACCELERATE_USE_CPU": "1"}
+    finals = {}
+    for workers in (1, 0):
+        run = tmp_path / f"run{workers}"
+        subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        str(Path(__file__).parent / "stream_fixture.py"), str(tmp_path / "data"), str(run),
+                        str(workers)], check=True, env=env, timeout=300)
+        ranks = [load_file(run / f"final_rank{r}.safetensors") for r in (0, 1)]
+        assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # DDP kept the ranks in step
+        finals[workers] = ranks[0]
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])  # workers change nothing
