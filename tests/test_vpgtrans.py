@@ -68,13 +68,38 @@ def test_warmup_then_transfer_from_warmup(quick_world: Path, tmp_path: Path) -> 
         invoke(["transfer", "--from-warmup", str(warm), "--out", str(vpg), *SMALL])
 
 
-def test_from_scratch_starts_a_fresh_qformer(quick_world: Path, tmp_path: Path) -> None:
+def test_from_scratch_starts_from_the_stage1_qformer(quick_world: Path, tmp_path: Path) -> None:
+    """The paper's TFS: stage-1 Q-Former + queries + ln_vision (demo-qformer-stage1), a random projector."""
+    from vltool.demo.home import world_dir
+    from vltool.sources.hf_blip2 import read_tensors
+
+    common = ["--src", "demo-blip2-opt-s", "--dst", "demo-opt-l", "--data", "demo:caption"]
+    with pytest.raises(UserError, match="--from-scratch needs the Q-Former to start from"):
+        invoke(["transfer", *common, "--from-scratch", "--out", str(tmp_path / "x"), "train.max_steps=1", *SMALL])
+    with pytest.raises(UserError, match="add --from-scratch"):
+        invoke(["transfer", *common, "--qformer", "random", "--out", str(tmp_path / "x"), *SMALL])
+    out = tmp_path / "scratch"
+    invoke(["transfer", *common, "--from-scratch", "--qformer", "demo-qformer-stage1", "--out", str(out),
+            "train.max_steps=1", "train.lr=1e-9", *SMALL])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["from_scratch"] is True and "warmup_steps" not in manifest["metrics"]
+    assert manifest["inputs"]["scratch_qformer"]["alias"] == "demo-qformer-stage1"
+    trained = load_file(out / "vpg.safetensors")
+    stage1 = read_tensors(world_dir(0, quick_world, "quick") / "models" / "demo-qformer-stage1", lambda k: True)
+    for key in ("encoder.layer.0.attention.attention.query.weight", "encoder.layer.1.output_query.dense.bias"):
+        assert torch.allclose(trained[f"qformer.{key}"], stage1[f"qformer.{key}"], atol=1e-5), key
+    assert torch.allclose(trained["query_tokens"], stage1["query_tokens"], atol=1e-5)
+    assert torch.allclose(trained["ln_vision.weight"], stage1["vision_model.post_layernorm.weight"], atol=1e-5)
+    assert not any(".intermediate." in k for k in trained)  # the text FFN is not part of the VPG
+
+
+def test_random_qformer_ablation_starts_a_fresh_qformer(quick_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "scratch"
     invoke(["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-opt-l", "--data", "demo:caption",
-            "--from-scratch", "--out", str(out), "train.max_steps=2", *SMALL])
+            "--from-scratch", "--qformer", "random", "--out", str(out), "train.max_steps=2", *SMALL])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["from_scratch"] is True and manifest["metrics"]["steps_total"] == 2
-    assert "warmup_steps" not in manifest["metrics"]
+    assert "warmup_steps" not in manifest["metrics"] and "scratch_qformer" not in manifest["inputs"]
     fresh = load_file(out / "vpg.safetensors")["qformer.encoder.layer.0.attention.attention.query.weight"]
     inherited = source_tensors(quick_world)["qformer.encoder.layer.0.attention.attention.query.weight"]
     assert fresh.shape == inherited.shape and not torch.allclose(fresh, inherited, atol=1e-2)
@@ -124,7 +149,7 @@ def test_changed_llm_is_refused_by_fingerprint(quick_world: Path, tmp_path: Path
 def test_unknown_alias_and_missing_real_model_say_what_to_do(quick_world: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(UserError, match="huggingface-cli download lmsys/vicuna-7b-v1.1"):
+    with pytest.raises(UserError, match="hf download lmsys/vicuna-7b-v1.1"):
         invoke(["warmup", "--src", "demo-blip2-opt-s", "--dst", "vicuna7b", "--data", "demo:caption",
                 "--out", str(tmp_path / "w")])
     with pytest.raises(UserError, match="known target alias"):

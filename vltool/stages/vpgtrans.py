@@ -5,7 +5,9 @@ projector as g(proj_s(x)) with the fitted word converter g, and trains ONLY the 
 constant LR of ``warmup.lr_mult`` x the base LR. The VPG is frozen there, so its outputs are
 computed once per image (the feature cache). Stage 2 trains Q-Former + query tokens + ln_vision +
 projector with AdamW and a cosine schedule. ``from_scratch`` is the paper's baseline: the same
-stage 2 on a fresh Q-Former, query tokens and projector (only the ViT inherited).
+stage 2 from a stage-1 pre-trained Q-Former + query tokens + ln_vision (``scratch_qformer``, e.g.
+a converted ``blip2_pretrained.pth``) and a random projector, on the source's frozen ViT;
+``scratch_qformer: random`` (a fresh Q-Former and queries) is a separately named ablation.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ def _image_token(tokenizer, lm) -> int:
 
 
 def _fresh_parts(source: VPGSource, llm_width: int, seed: int) -> tuple[nn.Module, torch.Tensor, nn.Linear]:
-    """A new Q-Former of the source's shape, queries ~ N(0, 0.02) as LAVIS, a random projector."""
+    """A new Q-Former of the source's shape, queries ~ N(0, 0.02) as LAVIS, a random projector.
+
+    The ``--qformer random`` ablation: NOT the paper's from-scratch baseline (see ``_scratch_parts``).
+    """
     from transformers import Blip2QFormerModel
 
     torch.manual_seed(seed)
@@ -106,6 +111,33 @@ def _fresh_parts(source: VPGSource, llm_width: int, seed: int) -> tuple[nn.Modul
     qformer = Blip2QFormerModel(config)
     queries = torch.randn(source.query_tokens.shape, generator=torch.Generator().manual_seed(seed)) * 0.02
     return qformer, queries, nn.Linear(config.hidden_size, llm_width)
+
+
+def _scratch_parts(cfg: VPGTransRecipe, source: VPGSource, llm_width: int,
+                   reporter: Reporter) -> tuple[nn.Module, torch.Tensor, nn.Linear, dict[str, Any]]:
+    """The training-from-scratch start: (Q-Former, queries, projector, provenance).
+
+    The paper's TFS (PAPERS.md 1): a Q-Former with BLIP-2's stage-1 pre-training (its query path,
+    query tokens and ln_vision; ``cfg.scratch_qformer`` names it) and a random projector, on the
+    source's frozen ViT. ``scratch_qformer: random`` is the random-Q-Former ablation instead.
+    """
+    from vltool.sources.stage1 import RANDOM, load_stage1
+
+    spec = cfg.scratch_qformer
+    if spec is None:
+        raise UserError("--from-scratch needs the Q-Former to start from: --qformer STAGE1 (a stage-1 Q-Former: "
+                        "blip2-stage1, a 'vltool convert'ed blip2_pretrained.pth, demo-qformer-stage1; the paper's "
+                        "baseline) or --qformer random (a randomly initialised Q-Former, an ablation)")
+    if spec == RANDOM:
+        qformer, queries, projector = _fresh_parts(source, llm_width, cfg.train.seed)
+        return qformer, queries, projector, {"scratch_qformer": RANDOM}
+    start = load_stage1(spec, source.vision_model)
+    source.vision_model.post_layernorm.load_state_dict(start.ln_vision)
+    torch.manual_seed(cfg.train.seed)
+    projector = nn.Linear(start.qformer.config.hidden_size, llm_width)
+    reporter.log(f"from scratch: stage-1 Q-Former, query tokens and ln_vision from {start.path}; random projector")
+    return start.qformer, start.query_tokens, projector, {"scratch_qformer": spec,
+                                                         "scratch_qformer_path": str(start.path)}
 
 
 def _converter_init(cfg: VPGTransRecipe, source: VPGSource, tokenizer, lm, captions: list[str]):
@@ -142,7 +174,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     metrics: dict[str, float] = {**{f"data_{k}": float(v) for k, v in train_report.items()}}
     width = lm.config.hidden_size
     if init == "scratch":
-        qformer, queries, projector = _fresh_parts(source, width, cfg.train.seed)
+        qformer, queries, projector, provenance = _scratch_parts(cfg, source, width, reporter)
+        source.scratch = provenance
     else:
         qformer, queries = source.qformer, source.query_tokens
         if init == "warmup":
@@ -171,30 +204,37 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
 
 
 def make_eval(setup: Setup, cfg: VPGTransRecipe):
-    """Validation: teacher-forced loss, plus generated-caption quality where the data allows it."""
+    """Validation: teacher-forced loss, then each validation set generated and scored exactly as
+    ``vltool eval`` does it (same predictor, same metrics), so ``metrics.jsonl`` agrees with it.
+
+    With several validation specs, each is scored on its own (``SPEC/metric``), at most
+    ``data.max_val_samples`` samples each.
+    """
     if setup.val_set is None:
         return None
-    from vltool.demo.datasets import caption_scores
+    from vltool.data.vl_dataset import image_preprocessor
+    from vltool.eval.dataset_eval import evaluate_dataset
+    from vltool.eval.predictors import GenerationSettings, Predictor
 
     samples = setup.val_set.samples
     collate = VLCollator(setup.val_set, setup.layout)
+    by_spec = {spec: _samples([spec], "val", cfg, cfg.data.max_val_samples)[0] for spec in cfg.data.val}
+    generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams)
+    preprocess = image_preprocessor(setup.source.image_processor)
 
     def evaluate(model, step: int) -> dict[str, float]:
         device = next(model.parameters()).device
-        losses, preds = [], []
+        losses = []
         size = cfg.eval.batch_size
         for start in range(0, len(samples), size):
             rows = setup.val_set.rows[start:start + size]
             batch = {k: v.to(device) for k, v in collate(rows).items()}
             losses.append(float(vlm.forward(model, batch).loss) * len(rows))
-            preds += vlm.generate(model, setup.layout, batch["pixel_values"], [r[1] for r in rows],
-                                  max_new_tokens=cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams)
         metrics = {"val_loss": sum(losses) / len(samples)}
-        if all("attributes" in s.meta for s in samples):
-            metrics.update(caption_scores(preds, samples))
-        else:
-            refs = [[r.lower().strip() for r in (s.references or [s.answer])] for s in samples]
-            metrics["exact_match"] = 100.0 * sum(p.lower().strip() in r for p, r in zip(preds, refs)) / len(samples)
+        predictor = Predictor(f"step {step}", model.language_model, setup.tokenizer, model, preprocess, setup.layout)
+        for spec, spec_samples in by_spec.items():
+            scores = evaluate_dataset(predictor, spec, spec_samples, generation, meteor=False).metrics
+            metrics.update(scores if len(by_spec) == 1 else {f"{spec}/{k}": v for k, v in scores.items()})
         return metrics
 
     return evaluate
@@ -323,6 +363,12 @@ def _save(setup: Setup, model, cfg: VPGTransRecipe, out: Path, force: bool, rows
         writer.add_input("llm", str(Path(setup.llm_path).resolve()), fingerprint_path(setup.llm_path),
                          what="frozen target LLM", alias=cfg.dst)
         writer.add_input("src", setup.source.origin, fingerprint_path(Path(setup.source.origin)), what="VPG source")
+        scratch = getattr(setup.source, "scratch", None) or {}
+        if scratch.get("scratch_qformer_path"):
+            path = Path(scratch["scratch_qformer_path"])
+            writer.add_input("scratch_qformer", str(path.resolve()), fingerprint_path(path),
+                             what="stage-1 Q-Former the from-scratch baseline started from",
+                             alias=scratch["scratch_qformer"])
         writer.manifest["recipe"] = cfg.model_dump(mode="json")
         writer.manifest["metrics"] = metrics
         writer.manifest["seed"] = cfg.train.seed
