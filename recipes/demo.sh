@@ -9,10 +9,11 @@ runs="$out/runs"
 recipe=demo/transfer-opt-s-to-llama
 mkdir -p "$out/logs"
 
-vltool zoo build --only demo-llama,demo-blip2-opt-s
+vltool zoo build --only demo-llama,demo-blip2-opt-s,demo-qformer-stage1
 vltool warmup   -r "$recipe" --out "$runs/warmup" --force
-# The baseline needs nothing from the other arm: run it beside it, one thread each.
-OMP_NUM_THREADS=1 vltool transfer -r "$recipe" --from-scratch --out "$runs/scratch" --force \
+# The baseline (the paper's TFS: a stage-1 pre-trained Q-Former, a random projector) needs nothing
+# from the other arm: run it beside it, one thread each.
+OMP_NUM_THREADS=1 vltool transfer -r "$recipe" --from-scratch --qformer demo-qformer-stage1 --out "$runs/scratch" --force \
     train.max_steps=600 > "$out/logs/from-scratch.log" 2>&1 &
 scratch=$!
 OMP_NUM_THREADS=1 vltool transfer -r "$recipe" --from-warmup "$runs/warmup" --out "$runs/transfer" --force \

@@ -1,8 +1,9 @@
 """``vltool zoo build``: build (or verify) the demo world, cached under VLTOOL_HOME.
 
 Order: the data (rendered PNG images + JSON samples) and the two tokenizers in this process;
-then the model jobs (``jobs.py``): demo-opt-s, the vision encoder, demo-opt-l, demo-llama, and
-the source BLIP-2 once demo-opt-s and the vision encoder exist.
+then the model jobs (``jobs.py``): demo-opt-s, the vision encoder, demo-opt-l, demo-llama, the
+source BLIP-2 once demo-opt-s and the vision encoder exist, and the stage-1 Q-Former (the
+from-scratch baseline's start) once the vision encoder exists.
 
 The model jobs run on worker processes, one torch thread each. These models are so small that
 a second intra-op thread buys ~1.4x for twice the CPU, while two single-threaded trainings

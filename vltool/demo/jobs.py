@@ -27,8 +27,8 @@ ITEM_MANIFEST = "build.json"  # not manifest.json: that name marks vltool artifa
 LM_NAMES = ("demo-opt-s", "demo-opt-l", "demo-llama")
 TOKENIZER_OF = {"demo-opt-s": "opt", "demo-opt-l": "opt", "demo-llama": "llama"}
 # Priority order; on 2 workers it gives the shortest build (the source waits for opt-s + vision).
-JOB_ORDER = ("demo-opt-s", "vision", "demo-llama", "demo-opt-l", "demo-blip2-opt-s")
-NEEDS = {"demo-blip2-opt-s": ("demo-opt-s", "vision")}
+JOB_ORDER = ("demo-opt-s", "vision", "demo-llama", "demo-opt-l", "demo-blip2-opt-s", "demo-qformer-stage1")
+NEEDS = {"demo-blip2-opt-s": ("demo-opt-s", "vision"), "demo-qformer-stage1": ("vision",)}
 REQUIRED_FILES = {
     "data": ("train_caption.json", "val_caption.json", "test_caption.json", "train_sqa.json"),
     "tokenizers": ("opt/tokenizer.json", "llama/tokenizer.json"),
@@ -48,18 +48,21 @@ class Profile:
     vision_steps: int
     vision_images: int
     source_steps: int
+    stage1_steps: int = 0  # the stage-1 Q-Former (ITC + ITG) of the from-scratch baseline
+    stage1_batch: int = 64
 
     def job_steps(self) -> dict[str, int]:
-        return {**self.lm_steps, "vision": self.vision_steps, "demo-blip2-opt-s": self.source_steps}
+        return {**self.lm_steps, "vision": self.vision_steps, "demo-blip2-opt-s": self.source_steps,
+                "demo-qformer-stage1": self.stage1_steps}
 
 
 PROFILES = {
     "full": Profile("full", {"train": 3000, "val": 300, "test": 300}, lm_docs=8000,
                     lm_steps={"demo-opt-s": 1200, "demo-opt-l": 900, "demo-llama": 900},
-                    vision_steps=500, vision_images=4000, source_steps=400),
+                    vision_steps=500, vision_images=4000, source_steps=400, stage1_steps=400),
     "quick": Profile("quick", {"train": 600, "val": 100, "test": 100}, lm_docs=1500,
                      lm_steps={"demo-opt-s": 60, "demo-opt-l": 40, "demo-llama": 40},
-                     vision_steps=100, vision_images=800, source_steps=60),
+                     vision_steps=100, vision_images=800, source_steps=60, stage1_steps=30, stage1_batch=32),
 }
 
 
@@ -159,6 +162,25 @@ def _source_job(root: Path, seed: int, profile: Profile, reporter) -> Callable[[
     return make
 
 
+def _stage1_job(root: Path, seed: int, profile: Profile, reporter) -> Callable[[Path], dict[str, Any]]:
+    def make(p: Path) -> dict[str, Any]:
+        from transformers import AutoTokenizer, Blip2VisionModel
+
+        from vltool.demo import stage1_qformer, vision
+
+        tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizers" / "opt"))
+        encoder = Blip2VisionModel.from_pretrained(str(root / "vision"))
+        processor = vision.image_processor()
+        model, metrics = stage1_qformer.train_stage1(root / "data", encoder, tokenizer, processor, seed,
+                                                     steps=profile.stage1_steps, batch_size=profile.stage1_batch,
+                                                     reporter=reporter)
+        stage1_qformer.save_stage1(model, tokenizer, processor, p)
+        return {"metrics": metrics, "num_query_tokens": model.config.num_query_tokens,
+                "steps": profile.stage1_steps, "objectives": "ITC + ITG"}
+
+    return make
+
+
 def run_job(job: str, root: Path, seed: int, profile: Profile, force: bool, reporter) -> dict[str, Any]:
     """Build one model item with one torch thread; returns its build manifest."""
     import torch
@@ -167,6 +189,8 @@ def run_job(job: str, root: Path, seed: int, profile: Profile, force: bool, repo
         make = _lm_job(root, job, seed, profile, reporter)
     elif job == "vision":
         make = _vision_job(root, seed, profile, reporter)
+    elif job == "demo-qformer-stage1":
+        make = _stage1_job(root, seed, profile, reporter)
     else:
         make = _source_job(root, seed, profile, reporter)
     threads = torch.get_num_threads()

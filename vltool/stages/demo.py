@@ -41,7 +41,9 @@ PROFILES = {
 # better than two threads for one job (tiny models).
 BACKGROUND = ("from scratch",)
 NEEDS_BACKGROUND = "eval"  # the first step that reads a background step's output
-DEMO_MODELS = "demo-llama,demo-blip2-opt-s"  # what the demo needs (demo-opt-l is for other recipes)
+# what the demo needs (demo-opt-l is for other recipes); demo-qformer-stage1 starts the from-scratch arm
+DEMO_MODELS = "demo-llama,demo-blip2-opt-s,demo-qformer-stage1"
+SCRATCH_QFORMER = "demo-qformer-stage1"  # the paper's TFS baseline: a stage-1 Q-Former, a random projector
 
 
 def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
@@ -56,7 +58,8 @@ def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
     return [
         ("zoo build", ["zoo", "build", "--only", DEMO_MODELS, *(["--quick"] if quick else [])]),
         ("warmup", ["warmup", "-r", RECIPE, "--out", str(runs / "warmup"), "--force", *p["warmup"]]),
-        ("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--out", str(runs / "scratch"), "--force",
+        ("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--qformer", SCRATCH_QFORMER,
+                          "--out", str(runs / "scratch"), "--force",
                           *p["scratch"]]),
         ("transfer", ["transfer", "-r", RECIPE, "--from-warmup", str(runs / "warmup"),
                       "--out", str(runs / "transfer"), "--force", *p["transfer"]]),

@@ -146,8 +146,11 @@ def _recipe_summary(name: str, manifest: dict) -> list[str]:
                     + (f"{warm['max_steps']} steps" if warm.get("max_steps") else f"{warm.get('epochs')} epochs")
                     + "; projector init: " + (f"word converter ({conv.get('method')})" if conv.get("enabled")
                                               else "random (no converter)"))
-        if recipe.get("from_scratch"):
-            rows.append("- from scratch: fresh Q-Former, query tokens and projector (the paper's baseline)")
+        if recipe.get("from_scratch") and recipe.get("scratch_qformer") == "random":
+            rows.append("- from scratch, random Q-Former (ablation): fresh Q-Former, query tokens and projector")
+        elif recipe.get("from_scratch"):
+            rows.append(f"- from scratch (the paper's baseline): stage-1 Q-Former, query tokens and ln_vision from "
+                        f"{recipe.get('scratch_qformer')}, random projector")
         rows.append(f"- prompt: {recipe.get('prompt')!r}, caption length {recipe.get('max_text_tokens')} tokens")
     else:
         ad = recipe.get("adapter", {})
