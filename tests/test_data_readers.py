@@ -181,17 +181,18 @@ def test_alpaca_llava_and_jsonl(tmp_path: Path) -> None:
 
 def test_spec_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UserError, match=r"unknown kind 'cocoa'; expected one of alpaca, coco, demo, jsonl, llava, "
-                                        r"scienceqa, vqav2"):
+                                        r"sbu, scienceqa, vg, vqav2, wds"):
         load_spec("cocoa:x.json")
     with pytest.raises(UserError, match=r"must look like KIND:ARG"):
         load_spec("train.json")
     with pytest.raises(UserError, match=r"'coco:' names no path"):
         load_spec("coco:")
     monkeypatch.setattr(specs, "READERS", dict(specs.READERS))
+    monkeypatch.setattr(specs, "KIND_FAMILY", dict(specs.KIND_FAMILY))
     from vltool.data.sample import Sample
 
-    register_kind("toy", lambda arg, split, images: [Sample(f"{arg}-{split}", None, "p", "a")])
+    register_kind("toy", lambda arg, split, images: [Sample(f"{arg}-{split}", None, "p", "a")], "text")
     assert [s.id for s in load_spec("toy:x", "val")] == ["x-val"]
-    register_kind("empty", lambda arg, split, images: [])
+    register_kind("empty", lambda arg, split, images: [], "text")
     with pytest.raises(UserError, match=r"'empty:x' \(train split\) has no samples"):
         load_spec("empty:x")

@@ -11,7 +11,7 @@ import pytest
 from vltool.data.sample import Sample
 from vltool.errors import UserError
 from vltool.eval.predictions import align, read_predictions, write_predictions
-from vltool.eval.scoring import metric_family, register_family, score
+from vltool.eval.scoring import metric_family, score
 
 SAMPLES = [Sample(str(i), None, "p", a, [a]) for i, a in enumerate(["red", "blue", "green"], start=1)]
 
@@ -67,10 +67,11 @@ def test_metric_families_and_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
         ["caption", "vqa", "sqa", "text", "text", "caption", "vqa", "sqa", "text", "vqa", "caption"]
     with pytest.raises(UserError, match=r"no metric for data kind 'toy'"):
         metric_family("toy:x")
-    from vltool.eval import scoring
+    from vltool.data import specs
 
-    monkeypatch.setattr(scoring, "KIND_FAMILY", dict(scoring.KIND_FAMILY))
-    register_family("toy", "vqa")
+    monkeypatch.setattr(specs, "KIND_FAMILY", dict(specs.KIND_FAMILY))
+    monkeypatch.setattr(specs, "READERS", dict(specs.READERS))
+    specs.register_kind("toy", lambda arg, split, images: [], "vqa")
     # single-reference VQA (like the demo world's): exact match only, no leave-one-out accuracy
     assert score("toy:x", SAMPLES, ["Red.", "the blue", "red"]) == pytest.approx({"exact_match": 200 / 3})
     unanswered = [Sample("1", None, "Question: ? Answer:", "", [])]

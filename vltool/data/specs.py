@@ -8,7 +8,8 @@ relative image paths are under.
 
 Kinds shipped: ``coco:KARPATHY_JSON``, ``vg:JSON`` and ``sbu:JSON`` (LAVIS caption lists),
 ``wds:SHARDS`` (WebDataset tars, streamed by warmup/transfer), ``vqav2:QUESTIONS[,ANNOTATIONS]``,
-``scienceqa:DIR``, ``llava:JSON``, ``alpaca:JSON``, ``jsonl:PATH`` and ``demo:caption|vqa|sqa|text``.
+``scienceqa:DIR``, ``llava:JSON``, ``alpaca:JSON`` and ``jsonl:PATH``; plugins (``vltool.plugins``)
+add more, e.g. the demo world's ``demo:caption|vqa|sqa|text``. Each kind names its metric family.
 
 Training data of warmup/transfer may end in ``@RATIO`` (``coco:A.json@0.1``): the sampling
 weight of that source in the mixture (``vltool.data.mixture``).
@@ -28,20 +29,36 @@ from vltool.data.sample import Sample
 from vltool.data.scienceqa import read_scienceqa
 from vltool.data.vqav2 import read_vqav2_spec
 from vltool.errors import UserError
+from vltool.plugins import load_plugins
 
 Reader = Callable[[str, str, str | None], list[Sample]]
+Family = str | Callable[[str], str]
+FAMILIES = ("caption", "vqa", "sqa", "text")
 READERS: dict[str, Reader] = {}
+KIND_FAMILY: dict[str, Family] = {}
 
 
-def register_kind(name: str, reader: Reader) -> None:
-    """Make ``name:ARG`` specs load through ``reader(arg, split, images)``; a later call replaces."""
+def register_kind(name: str, reader: Reader, family: Family) -> None:
+    """``name:ARG`` specs load through ``reader(arg, split, images)`` and are scored as ``family``
+    (caption | vqa | sqa | text, or a function of ARG giving one); a later call replaces."""
     if not name or ":" in name or "," in name:
         raise ValueError(f"data kind {name!r} must be a plain word")
+    if isinstance(family, str) and family not in FAMILIES:
+        raise ValueError(f"metric family {family!r} is not one of {FAMILIES}")
     READERS[name] = reader
+    KIND_FAMILY[name] = family
 
 
 def known_kinds() -> list[str]:
+    load_plugins()
     return sorted(READERS)
+
+
+def family_of(kind: str, arg: str = "") -> str | None:
+    """The metric family of ``kind:arg``, None for an unknown kind."""
+    load_plugins()
+    family = KIND_FAMILY.get(kind)
+    return family(arg) if callable(family) else family
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -50,6 +67,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if not sep:
         raise UserError(f"data spec {spec!r} must look like KIND:ARG (e.g. coco:train.json, demo:caption); "
                         f"kinds: {', '.join(known_kinds())}")
+    load_plugins()
     if kind not in READERS:
         raise UserError(f"data spec {spec!r}: unknown kind {kind!r}; expected one of {', '.join(known_kinds())}")
     return kind, arg
@@ -85,16 +103,9 @@ def load_spec(spec: str, split: str = "train", images: str | None = None) -> lis
     return samples
 
 
-def _demo(arg: str, split: str, images: str | None) -> list[Sample]:
-    from vltool.demo.datasets import read_demo
-    from vltool.demo.home import demo_data_dir
-
-    return read_demo(demo_data_dir(), arg, split)
-
-
-register_kind("coco", lambda arg, split, images: read_coco(arg, images))
-register_kind("vg", lambda arg, split, images: read_caption_list(arg, images, "vg"))
-register_kind("sbu", lambda arg, split, images: read_caption_list(arg, images, "sbu"))
+register_kind("coco", lambda arg, split, images: read_coco(arg, images), "caption")
+register_kind("vg", lambda arg, split, images: read_caption_list(arg, images, "vg"), "caption")
+register_kind("sbu", lambda arg, split, images: read_caption_list(arg, images, "sbu"), "caption")
 
 
 def _wds(arg: str, split: str, images: str | None) -> list[Sample]:
@@ -102,12 +113,11 @@ def _wds(arg: str, split: str, images: str | None) -> list[Sample]:
                     "other commands take caption files (coco:, jsonl:)")
 
 
-register_kind("wds", _wds)
-register_kind("vqav2", lambda arg, split, images: read_vqav2_spec(arg, images))
+register_kind("wds", _wds, "caption")
+register_kind("vqav2", lambda arg, split, images: read_vqav2_spec(arg, images), "vqa")
 # ScienceQA keeps its images in DIR/images: --images (the root of relative paths in coco, llava and
 # jsonl files, given once per command) must not move them when datasets are mixed.
-register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split))
-register_kind("llava", lambda arg, split, images: read_llava(arg, images))
-register_kind("alpaca", lambda arg, split, images: read_alpaca(arg))
-register_kind("jsonl", lambda arg, split, images: read_jsonl(arg, images))
-register_kind("demo", _demo)
+register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split), "sqa")
+register_kind("llava", lambda arg, split, images: read_llava(arg, images), "text")
+register_kind("alpaca", lambda arg, split, images: read_alpaca(arg), "text")
+register_kind("jsonl", lambda arg, split, images: read_jsonl(arg, images), "text")

@@ -11,7 +11,8 @@ papers report:
 * ``text`` (``alpaca``, ``jsonl``, ``llava``, ``demo:text``): ``exact_match``, and
   ``perplexity`` when per-sample NLL sums and token counts are given.
 
-New kinds (the demo world, plugins) map themselves with ``register_family``.
+Each data kind names its family where it is registered (``vltool.data.specs.register_kind``);
+plugins add caption metrics with ``register_caption_metric``.
 """
 
 from __future__ import annotations
@@ -19,26 +20,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from vltool.data.sample import Sample
+from vltool.data.specs import FAMILIES, family_of, known_kinds
 from vltool.errors import UserError
 from vltool.eval.caption_metric import caption_metrics, java_available
 from vltool.eval.predictions import align
 from vltool.eval.scienceqa_metric import scienceqa_scores
 from vltool.eval.text_metric import exact_match, perplexity
 from vltool.eval.vqa_metric import vqa_scores
+from vltool.plugins import load_plugins
 
-FAMILIES = ("caption", "vqa", "sqa", "text")
-_DEMO = {"caption": "caption", "vqa": "vqa", "sqa": "sqa", "text": "text"}
-KIND_FAMILY: dict[str, str | Callable[[str], str]] = {
-    "coco": "caption", "vqav2": "vqa", "scienceqa": "sqa", "alpaca": "text", "jsonl": "text", "llava": "text",
-    "demo": lambda arg: _DEMO.get(arg, "text"),
-}
+CaptionMetric = Callable[[Sequence[str], Sequence[Sample]], dict[str, float]]
+CAPTION_METRICS: list[CaptionMetric] = []
 
 
-def register_family(kind: str, family: str | Callable[[str], str]) -> None:
-    """Score ``kind:ARG`` specs with ``family`` (or ``family(arg)``)."""
-    if isinstance(family, str) and family not in FAMILIES:
-        raise ValueError(f"metric family {family!r} is not one of {FAMILIES}")
-    KIND_FAMILY[kind] = family
+def register_caption_metric(fn: CaptionMetric) -> None:
+    """Add numbers to every caption score: ``fn(texts, samples)`` returns {} where it does not apply
+    (the demo world adds its attribute accuracies this way)."""
+    if fn not in CAPTION_METRICS:
+        CAPTION_METRICS.append(fn)
 
 
 def metric_family(dataset: str) -> str:
@@ -46,10 +45,10 @@ def metric_family(dataset: str) -> str:
     if dataset in FAMILIES:
         return dataset
     kind, _, arg = dataset.partition(":")
-    if kind not in KIND_FAMILY:
-        raise UserError(f"no metric for data kind {kind!r}; known kinds: {', '.join(sorted(KIND_FAMILY))}")
-    family = KIND_FAMILY[kind]
-    return family if isinstance(family, str) else family(arg)
+    family = family_of(kind, arg)
+    if family is None:
+        raise UserError(f"no metric for data kind {kind!r}; known kinds: {', '.join(known_kinds())}")
+    return family
 
 
 def score(dataset: str, samples: Sequence[Sample], predictions: Mapping[str, str] | Sequence[str],
@@ -80,10 +79,9 @@ def score(dataset: str, samples: Sequence[Sample], predictions: Mapping[str, str
         if meteor is None:
             meteor = dataset.partition(":")[0] == "coco" and java_available()
         out = caption_metrics(texts, refs, meteor=meteor)
-        if all("attributes" in s.meta for s in samples):  # the demo world's own caption quality
-            from vltool.demo.datasets import caption_scores
-
-            out.update(caption_scores(texts, list(samples)))
+        load_plugins()
+        for extra in CAPTION_METRICS:
+            out.update(extra(texts, list(samples)))
         return out
     if family == "sqa":
         if not all({"choices", "answer_index"} <= s.meta.keys() for s in samples):

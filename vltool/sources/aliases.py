@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vltool.errors import UserError
+from vltool.plugins import load_plugins
 from vltool.sources.hub_cache import (
     cached_snapshot,
     download_command,
@@ -97,10 +98,12 @@ def unregister_alias(name: str, role: str) -> None:
 
 
 def all_aliases() -> list[Alias]:
+    load_plugins()
     return list(_REGISTRY.values())
 
 
 def find_alias(name: str, role: str) -> Alias | None:
+    load_plugins()
     return _REGISTRY.get((name, role))
 
 
@@ -133,7 +136,7 @@ def alias_path(alias: Alias) -> Path | None:
 def list_aliases() -> list[AliasRow]:
     """Every alias with what it resolves to: rows for ``vltool zoo list``."""
     rows = []
-    for alias in sorted(_REGISTRY.values(), key=lambda a: (a.hub_id is None, a.name, ROLES.index(a.role))):
+    for alias in sorted(all_aliases(), key=lambda a: (a.hub_id is None, a.name, ROLES.index(a.role))):
         path = alias_path(alias)
         rows.append(AliasRow(alias.name, alias.role, alias.hub_id, path, path is not None))
     return rows
@@ -202,25 +205,6 @@ def _register_builtins() -> None:
     ]
     for name, role, hub_id, arch, note in real:
         register_alias(name, role, hub_id=hub_id, arch=arch, note=note)
-    demo = [
-        ("demo-blip2-opt-s", "source", "demo world source BLIP-2 (tiny ViT + Q-Former on demo-opt-s)"),
-        ("demo-opt-s", "target", "demo world small OPT (the source's LM)"),
-        ("demo-opt-l", "target", "demo world larger OPT, same tokenizer"),
-        ("demo-llama", "target", "demo world LLaMA, different tokenizer"),
-        ("demo-qformer-stage1", "qformer", "demo world stage-1 Q-Former (ITC + ITG on the demo captions)"),
-    ]
-    for name, role, note in demo:
-        register_alias(name, role, path=_demo_locator(name), note=note,
-                       missing_hint="the demo world is not built yet; run 'vltool zoo build' first")
-
-
-def _demo_locator(name: str) -> Callable[[], Path]:
-    def locate() -> Path:
-        from vltool.demo.home import demo_model_paths
-
-        return demo_model_paths()[name]
-
-    return locate
 
 
 _register_builtins()
