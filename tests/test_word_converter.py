@@ -61,9 +61,39 @@ def test_lstsq_recovers_a_known_linear_map_and_sgd_fits_by_cosine() -> None:
     g = fit_lstsq(src, tgt, torch.ones(200), ridge=0.0)
     assert torch.allclose(g.weight, true.weight, atol=1e-4) and torch.allclose(g.bias, true.bias, atol=1e-4)
     data = ConverterData(src, tgt, torch.randint(1, 5, (200,)).float(), [str(i) for i in range(200)], 200, 200, "ids")
-    _, report = fit_converter(data, "sgd", lr=5.0, epochs=20, batch_tokens=64, held_out=0.1, seed=0)
-    assert report["converter_held_out_pairs"] == 20 and report["converter_pairs"] == 180
+    _, report = fit_converter(data, "sgd", lr=5.0, epochs=20, batch_captions=64, held_out=0.1, seed=0)
+    # the converter used is fitted on all 200 pairs; 20 are held out of a separate fit that is scored on them
+    assert report["converter_held_out_pairs"] == 20 and report["converter_pairs"] == 200
     assert report["converter_held_out_cos"] > 0.95  # a linear target is fitted in direction
+    assert report["converter_train_cos"] > 0.95
+
+
+def test_sgd_batches_whole_captions_and_the_final_fit_uses_every_pair() -> None:
+    """Official batch: N captions with all their tokens; the returned g is the all-pairs refit."""
+    from vltool.models.word_converter import fit_sgd
+
+    torch.manual_seed(2)
+    src, tgt = torch.randn(40, 6), torch.randn(40, 5)
+    data = ConverterData(src, tgt, torch.ones(40), [str(i) for i in range(40)], 40, 40, "ids",
+                         captions=[[i, (i + 1) % 40, (i + 7) % 40] for i in range(40)])
+    g, report = fit_converter(data, "sgd", lr=1.0, epochs=2, batch_captions=8, held_out=0.25, seed=0)
+    again = fit_sgd(src, tgt, data.captions, 1.0, 2, 8, 0)
+    assert torch.allclose(g.weight, again.weight) and torch.allclose(g.bias, again.bias)
+    assert report["converter_held_out_pairs"] == 10 and report["converter_captions"] == 40
+    # one step = one batch of captions: 40 captions / 8 a batch = 5 steps an epoch
+    steps = []
+    original = torch.optim.SGD.step
+
+    def counting(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    torch.optim.SGD.step = counting
+    try:
+        fit_sgd(src, tgt, data.captions, 1.0, 2, 8, 0)
+    finally:
+        torch.optim.SGD.step = original
+    assert len(steps) == 10
 
 
 def test_counts_weigh_like_repeated_occurrences() -> None:

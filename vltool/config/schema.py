@@ -45,7 +45,8 @@ class EvalSection(Strict):
     max_new_tokens: int = Field(30, ge=1)
     min_new_tokens: int = Field(0, ge=0)
     num_beams: int = Field(1, ge=1)
-    prompt: str = Field("", description="prompt for captioning; VQA uses 'Question: {} Answer:'")
+    prompt: str = Field("", description="prompt of samples that have none (captions) at generation; '' keeps the "
+                        "trained one (VPGTrans: the recipe's prompt). VQA samples carry 'Question: {} Answer:'")
 
 
 class ConverterSection(Strict):
@@ -55,9 +56,10 @@ class ConverterSection(Strict):
     method: Literal["sgd", "lstsq"] = "sgd"
     lr: float = Field(5.0, gt=0, description="SGD learning rate (official code: 5.0)")
     epochs: int | None = Field(None, ge=1, description="default 5 same family, 8 across families")
-    batch_tokens: int = Field(4096, ge=1)
+    batch_captions: int = Field(4096, ge=1, description="captions per SGD step, all their tokens (official: 4096)")
     ridge: float = Field(0.0, ge=0, description="L2 regulariser for the least-squares fit")
-    held_out: float = Field(0.1, ge=0, lt=1, description="fraction of tokens kept out to report the fit")
+    held_out: float = Field(0.1, ge=0, lt=1, description="fraction of token types left out of a separate fit that "
+                            "reports generalisation; the converter used is fitted on all of them (0: no report)")
     seed: int = 0
 
 
@@ -76,8 +78,13 @@ class VPGTransRecipe(Strict):
     stage: Literal["warmup", "transfer"] = "transfer"
     src: str = Field(..., description="alias, HF BLIP-2 folder or vpg artifact")
     dst: str = Field(..., description="alias or HF causal-LM folder")
-    prompt: str = Field("", description="text prompt during pre-training (paper: empty)")
+    prompt: str = Field("", description="text before each caption in training and validation, for samples without "
+                        "a prompt of their own (paper: empty); kept by eval/predict of the artifact")
     max_text_tokens: int = Field(32, ge=1, description="caption max tokens (paper: 32)")
+    end_of_text: str = Field(
+        "auto", description="appended to every caption; generation stops at its token (paper: '\\n', as LAVIS's "
+        "BLIP-2 OPT). 'eos': the tokenizer's EOS; 'auto': '\\n' when the target tokenizer has a newline token "
+        "(every OPT / LLaMA one), else EOS")
     from_scratch: bool = Field(False, description="the training-from-scratch baseline: stage 2 from scratch_qformer "
                                "with a random projector")
     scratch_qformer: str | None = Field(

@@ -13,7 +13,36 @@ from dataclasses import dataclass
 
 import torch
 
+from vltool.errors import UserError
+
 IGNORE = -100
+EOS = "eos"  # end_of_text: the tokenizer's own end-of-sequence token
+AUTO = "auto"  # end_of_text: "\n" where the tokenizer has a newline token (every OPT / LLaMA one), else EOS
+
+
+def end_of_text_id(tokenizer, end_of_text: str | None, where: str = "the target tokenizer") -> int | None:
+    """The token id that ends a caption and stops generation.
+
+    VPGTrans (as LAVIS's BLIP-2 OPT) appends "\n" to every caption and generates with the "\n"
+    id as end of sequence (real BLIP-2 OPT configs: eos_token_id 50118 = "\n"); a caption's last
+    text token is then followed by that id, which is what tokenising ``caption + "\n"`` gives for
+    BPE and SentencePiece tokenizers alike. ``None`` / ``"eos"``: the tokenizer's EOS. ``"auto"``:
+    "\n" when the tokenizer spells it with its own token, else EOS (a word-level tokenizer such
+    as the demo world's OPT one has no newline). Any other text must end in a token of its own.
+    """
+    if end_of_text is None or end_of_text == EOS:
+        return tokenizer.eos_token_id
+    text = "\n" if end_of_text == AUTO else end_of_text
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    last = ids[-1] if ids else None
+    ok = (last is not None and last != tokenizer.unk_token_id and last not in tokenizer.all_special_ids
+          and text.strip(" ") in tokenizer.decode([last]))
+    if ok:
+        return last
+    if end_of_text == AUTO:
+        return tokenizer.eos_token_id
+    raise UserError(f"end_of_text {end_of_text!r}: {where} has no token of its own for it; set end_of_text: eos "
+                    f"(the tokenizer's EOS) or auto")
 
 
 def join_prompt(prompt: str, answer: str) -> str:
@@ -25,11 +54,12 @@ def join_prompt(prompt: str, answer: str) -> str:
 
 @dataclass
 class TextEncoder:
-    """Tokenise prompts/answers for a causal LM: BOS, prompt, answer, EOS; right or left padding."""
+    """Tokenise prompts/answers for a causal LM: BOS, prompt, answer, end; right or left padding."""
 
     tokenizer: object
     max_answer_tokens: int = 32
     max_length: int = 512
+    end_id: int | None = None  # what ends an answer (``end_of_text_id``); None: the tokenizer's EOS
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -48,7 +78,7 @@ class TextEncoder:
         prompt_ids = self._bos() + self._ids(prompt)
         full = self._bos() + self._ids(join_prompt(prompt, answer))
         answer_ids = full[len(prompt_ids):][: self.max_answer_tokens]
-        eos = self.tokenizer.eos_token_id
+        eos = self.end_id if self.end_id is not None else self.tokenizer.eos_token_id
         answer_ids = answer_ids + ([eos] if eos is not None else [])
         ids = (prompt_ids + answer_ids)[-self.max_length:]
         labels = ([IGNORE] * len(prompt_ids) + answer_ids)[-self.max_length:]

@@ -20,12 +20,26 @@ from vltool.errors import UserError
 from vltool.sources.weight_files import load_or_explain
 
 
+def stop_ids(model, tokenizer, extra: int | None = None) -> list[int]:
+    from vltool.models.vlm import stop_ids as ids
+
+    return ids(model, tokenizer, extra)
+
+
 @dataclass
 class GenerationSettings:
     batch_size: int = 16
     max_new_tokens: int = 30
     min_new_tokens: int = 0
     num_beams: int = 1
+    prompt: str = ""  # recipe eval.prompt: the prompt of samples that have none (captions); "" keeps the model's
+
+
+def with_prompt(samples: Sequence[Sample], prompt: str) -> list[Sample]:
+    """Samples without a prompt of their own get ``prompt`` (the recipe's ``eval.prompt``)."""
+    from dataclasses import replace
+
+    return [replace(s, prompt=prompt) if prompt and not s.prompt else s for s in samples]
 
 
 def _answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[float, int]]:
@@ -60,7 +74,7 @@ class Predictor:
                                attention_mask=batch["attention_mask"].to(self.device),
                                max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
                                num_beams=cfg.num_beams, do_sample=False, pad_token_id=self.text.pad_id,
-                               eos_token_id=self.tokenizer.eos_token_id)
+                               eos_token_id=stop_ids(self.lm, self.tokenizer))
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -74,6 +88,7 @@ class Predictor:
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:
+        samples = with_prompt(samples, cfg.prompt)
         out: list[str | None] = [None] * len(samples)
         with_image = [i for i, s in enumerate(samples) if s.image is not None]
         text_only = [i for i, s in enumerate(samples) if s.image is None]
@@ -121,6 +136,7 @@ class MMAPredictor(Predictor):
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:
+        samples = with_prompt(samples, cfg.prompt)
         out: list[str] = []
         for start in range(0, len(samples), cfg.batch_size):
             chunk = samples[start:start + cfg.batch_size]
@@ -145,12 +161,16 @@ class MMAPredictor(Predictor):
         return out
 
 
-def _blip2_predictor(name: str, model, tokenizer, image_processor) -> Predictor:
+def _blip2_predictor(name: str, model, tokenizer, image_processor, recipe: dict | None = None) -> Predictor:
+    """``recipe``: a vpg artifact's, whose end of text and caption prompt the layout follows (an HF
+    folder's own stop ids are in its generation config, which ``stop_ids`` always keeps)."""
     from vltool.data.vl_dataset import image_preprocessor
     from vltool.models import vlm
 
     model.eval()
-    layout = vlm.VLTextLayout(tokenizer, model.config.num_query_tokens, model.config.image_token_index)
+    recipe = recipe or {}
+    layout = vlm.VLTextLayout(tokenizer, model.config.num_query_tokens, model.config.image_token_index,
+                              end_of_text=recipe.get("end_of_text"), prompt=recipe.get("prompt") or "")
     return Predictor(name, model.language_model, tokenizer, model, image_preprocessor(image_processor), layout)
 
 
@@ -202,13 +222,13 @@ def load_predictor(spec: str) -> Predictor:
             from vltool.models import vlm
             from vltool.sources.vpg_source import load_target, load_vpg_artifact
 
-            source, _, llm_path = load_vpg_artifact(path)
+            source, vpg_manifest, llm_path = load_vpg_artifact(path)
             from vltool.sources.hf_blip2 import ensure_image_token
 
             lm, tokenizer, _ = load_target(str(llm_path))
             model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
                                  ensure_image_token(tokenizer, lm))
-            return _blip2_predictor(spec, model, tokenizer, source.image_processor)
+            return _blip2_predictor(spec, model, tokenizer, source.image_processor, vpg_manifest.get("recipe"))
         if kind == "adapters":
             from vltool.models.mma.loading import load_adapters
 

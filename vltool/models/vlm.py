@@ -74,15 +74,28 @@ def caption_loss(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Te
 
 
 class VLTextLayout:
-    """Token layout shared by training and generation: Q image placeholders + BOS + prompt (+ answer)."""
+    """Token layout shared by training and generation: Q image placeholders + BOS + prompt (+ answer + end).
 
-    def __init__(self, tokenizer, num_query_tokens: int, image_token_index: int, max_answer_tokens: int = 32) -> None:
-        self.encoder = TextEncoder(tokenizer, max_answer_tokens=max_answer_tokens)
+    ``end_of_text`` ends every answer and stops generation (``text_batches.end_of_text_id``: "\n"
+    as the paper, "eos", "auto"; None = the tokenizer's EOS). ``prompt`` is the text put before
+    answers whose sample has no prompt of its own (captions; VPGTrans pre-trains with "").
+    """
+
+    def __init__(self, tokenizer, num_query_tokens: int, image_token_index: int, max_answer_tokens: int = 32,
+                 end_of_text: str | None = None, prompt: str = "") -> None:
+        from vltool.data.text_batches import end_of_text_id
+
+        self.stop_id = end_of_text_id(tokenizer, end_of_text)
+        self.encoder = TextEncoder(tokenizer, max_answer_tokens=max_answer_tokens, end_id=self.stop_id)
         self.tokenizer = tokenizer
         self.prefix = [image_token_index] * num_query_tokens
+        self.prompt = prompt
+
+    def _prompts(self, prompts: Sequence[str]) -> list[str]:
+        return [p or self.prompt for p in prompts]
 
     def training(self, prompts: Sequence[str], answers: Sequence[str]) -> dict[str, torch.Tensor]:
-        text = self.encoder.training_batch(prompts, answers)
+        text = self.encoder.training_batch(self._prompts(prompts), answers)
         n, q = text["input_ids"].shape[0], len(self.prefix)
         prefix = torch.tensor(self.prefix).expand(n, q)
         return {
@@ -93,9 +106,21 @@ class VLTextLayout:
 
     def generation(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Left-padded: pads first, then the image placeholders, then BOS + prompt."""
-        rows = [self.prefix + self.encoder.encode_prompt(p) for p in prompts]
+        rows = [self.prefix + self.encoder.encode_prompt(p) for p in self._prompts(prompts)]
         return {"input_ids": self.encoder.pad(rows, self.encoder.pad_id, left=True),
                 "attention_mask": self.encoder.pad([[1] * len(r) for r in rows], 0, left=True)}
+
+
+def stop_ids(model, tokenizer, extra: int | None = None) -> list[int]:
+    """Every id that ends generation: the model's own ``eos_token_id`` (never overridden: a real
+    BLIP-2 OPT stops at 50118 = "\n"), the tokenizer's EOS, and ``extra`` (the layout's end of text)."""
+    ids: list[int] = []
+    config = getattr(model, "generation_config", None)
+    own = getattr(config, "eos_token_id", None) if config is not None else None
+    for value in ([extra] + (own if isinstance(own, list) else [own]) + [tokenizer.eos_token_id]):
+        if value is not None and int(value) not in ids:
+            ids.append(int(value))
+    return ids
 
 
 @torch.no_grad()
@@ -110,7 +135,7 @@ def generate(
         pixel_values=pixel_values.to(device), input_ids=batch["input_ids"].to(device),
         attention_mask=batch["attention_mask"].to(device), max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens, num_beams=num_beams, do_sample=False,
-        eos_token_id=layout.tokenizer.eos_token_id, pad_token_id=layout.encoder.pad_id,
+        eos_token_id=stop_ids(model, layout.tokenizer, layout.stop_id), pad_token_id=layout.encoder.pad_id,
     )
     new = out[:, batch["input_ids"].shape[1]:] if out.shape[1] > batch["input_ids"].shape[1] else out[:, :0]
     return [t.strip() for t in layout.tokenizer.batch_decode(new, skip_special_tokens=True)]

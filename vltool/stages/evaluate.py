@@ -69,7 +69,7 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
         raise UserError("no dataset: pass --data SPEC (e.g. --data demo:sqa)")
     datasets = {spec: _samples(cfg, spec) for spec in cfg.data.eval}
     settings = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
-                                  cfg.eval.num_beams)
+                                  cfg.eval.num_beams, prompt=cfg.eval.prompt)
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data.eval}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
     from accelerate import PartialState

@@ -42,6 +42,11 @@ def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
     trained = json.loads(vpg_config.read_text()).get("image_token_index") if vpg_config.is_file() else None
     image_token = _image_token(tokenizer, lm, Path(artifact), trained)
     model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm, image_token)
+    # plain transformers stops where vltool's own generation does: at the trained end of text too
+    from vltool.data.text_batches import end_of_text_id
+
+    stop = end_of_text_id(tokenizer, manifest.get("recipe", {}).get("end_of_text"))
+    model.generation_config.eos_token_id = vlm.stop_ids(model, tokenizer, stop)
     with ArtifactWriter(out, "model", force=force) as writer:
         save_blip2_folder(model, tokenizer, source.image_processor, writer.path)
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="vpg")

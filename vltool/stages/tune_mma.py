@@ -58,7 +58,8 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     accelerator = make_accelerator(cfg.train.precision)
     model.to(accelerator.device)
 
-    generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
+                                    cfg.eval.num_beams, prompt=cfg.eval.prompt)
 
     def eval_all(m, step: int) -> dict[str, float]:
         """Each validation set through the predictor and scorer ``vltool eval`` uses."""

@@ -146,8 +146,14 @@ def _converter_init(cfg: VPGTransRecipe, source: VPGSource, tokenizer, lm, capti
                  lm.get_input_embeddings().weight.detach())
     same_family = data.mode == "token ids"
     epochs = cfg.converter.epochs or (5 if same_family else 8)
-    g, report = fit_converter(data, cfg.converter.method, cfg.converter.lr, epochs, cfg.converter.batch_tokens,
-                              cfg.converter.ridge, cfg.converter.held_out, cfg.converter.seed)
+    from accelerate import PartialState
+
+    # on the accelerator when there is one (the process's own under `accelerate launch`): a
+    # COCO+SBU-scale fit runs for hours on a CPU; every process fits the same g from the same seed
+    device = PartialState().device
+    g, report = fit_converter(data, cfg.converter.method, cfg.converter.lr, epochs, cfg.converter.batch_captions,
+                              cfg.converter.ridge, cfg.converter.held_out, cfg.converter.seed, device=device)
+    report["converter_device"] = device.type
     report["converter_alignment"] = data.mode
     return merge_projector(g, source.projector), g, report
 
@@ -188,15 +194,19 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
                 [p for src in sources for p in src.shards or []])
             projector, _, report = _converter_init(cfg, source, tokenizer, lm, captions)
             metrics.update(report)
-            reporter.log(f"word converter ({report['converter_alignment']}): held-out cosine "
-                         f"{report['converter_held_out_cos']:.3f} on {int(report['converter_held_out_pairs'])} pairs, "
+            reporter.log(f"word converter ({report['converter_alignment']}, on {report['converter_device']}): fitted on "
+                         f"all {int(report['converter_pairs'])} pairs (cosine {report['converter_train_cos']:.3f}); "
+                         f"a separate fit without {int(report['converter_held_out_pairs'])} held-out pairs scores "
+                         f"{report['converter_held_out_cos']:.3f} on them; "
                          f"{int(report['converter_matched'])}/{int(report['converter_candidates'])} aligned")
     if projector.out_features != width:
         raise UserError(f"the projector outputs {projector.out_features} features but the target LLM "
                         f"{cfg.dst} is {width} wide")
     model = vlm.assemble(source.vision_model, qformer, queries, projector, lm, image_token)
     preprocess = image_preprocessor(source.image_processor)
-    layout = vlm.VLTextLayout(tokenizer, queries.shape[1], image_token, cfg.max_text_tokens)
+    layout = vlm.VLTextLayout(tokenizer, queries.shape[1], image_token, cfg.max_text_tokens,
+                              end_of_text=cfg.end_of_text, prompt=cfg.prompt)
+    metrics["end_of_text_id"] = float(layout.stop_id) if layout.stop_id is not None else -1.0
     augment = Blip2TrainTransform(source.image_processor) if cfg.data.augment == "blip2" else None
     train_set = MixedVLData(sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images)
     val_set = VLDataset(val_samples, preprocess) if val_samples else None
@@ -219,7 +229,8 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     samples = setup.val_set.samples
     collate = VLCollator(setup.val_set, setup.layout)
     by_spec = {spec: _samples([spec], "val", cfg, cfg.data.max_val_samples)[0] for spec in cfg.data.val}
-    generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams)
+    generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
+                                    min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt)
     preprocess = image_preprocessor(setup.source.image_processor)
 
     def evaluate(model, step: int) -> dict[str, float]:
@@ -468,9 +479,11 @@ def _check_warmup_matches(cfg: VPGTransRecipe, warm: Path) -> None:
 
 
 def flags_from_warmup(path: Path) -> dict[str, Any]:
-    """Recipe values a warm-up artifact fixes (src, dst, data), so ``--from-warmup`` needs no repeats."""
+    """Recipe values a warm-up artifact fixes (src, dst, data, the caption prompt and end of text), so
+    ``--from-warmup`` needs no repeats and stage 2 trains the layout the warm-up did."""
     recipe = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest.get("recipe", {})
-    flags = {"src": recipe.get("src"), "dst": recipe.get("dst")}
+    flags = {"src": recipe.get("src"), "dst": recipe.get("dst"), "end_of_text": recipe.get("end_of_text"),
+             "prompt": recipe.get("prompt")}
     data = recipe.get("data", {})
     for key in ("train", "val", "images", "max_train_samples", "max_val_samples"):
         if data.get(key):
