@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real scale: give Vicuna-7B the eyes of BLIP-2 OPT-2.7B, then export a plain HF BLIP-2 folder.
+# Real scale: give Vicuna-7B the eyes of BLIP-2 OPT-6.7B (the official VL-Vicuna source), then export a plain HF BLIP-2 folder.
 # Needs the models in the local HF cache (see `vltool zoo list`) and COCO in LAVIS's Karpathy format.
 # Usage: bash recipes/vpgtrans-then-merge.sh COCO_JSON IMAGE_DIR [OUT_DIR]
 # Multi-GPU: prefix the training lines with `accelerate launch -m` instead of `vltool`.
@@ -7,7 +7,7 @@ set -euo pipefail
 coco=$1
 images=$2
 out=${3:-runs}
-recipe=vpgtrans/opt2.7b-to-vicuna7b
+recipe=vpgtrans/opt6.7b-to-vicuna7b
 
 vltool transfer -r "$recipe" --dry-run
 vltool warmup   -r "$recipe" --data "coco:$coco" --images "$images" --out "$out/vicuna7b-warmup"

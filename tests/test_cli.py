@@ -61,8 +61,8 @@ def test_missing_recipe_and_bad_override_exit_2(tmp_path: Path) -> None:
 
 def test_recipes_list_show_copy_validate(tmp_path: Path) -> None:
     listed = runner.invoke(app, ["recipes", "list"], env={"COLUMNS": "250"})
-    assert listed.exit_code == 0 and "vpgtrans/opt2.7b-to-vicuna7b" in listed.output
-    shown = runner.invoke(app, ["recipes", "show", "vpgtrans/opt2.7b-to-vicuna7b"])
+    assert listed.exit_code == 0 and "vpgtrans/opt6.7b-to-vicuna7b" in listed.output
+    shown = runner.invoke(app, ["recipes", "show", "vpgtrans/opt6.7b-to-vicuna7b"])
     assert "dst: vicuna7b" in shown.output
     copy = tmp_path / "mine.yaml"
     assert runner.invoke(app, ["recipes", "copy", "demo/tune-mma", str(copy)]).exit_code == 0

@@ -125,7 +125,7 @@ WARMUP_EPILOG = """[bold]Examples[/bold]
 
   vltool warmup --src demo-blip2-opt-s --dst demo-llama --data demo:caption --out runs/warm
 
-  vltool warmup -r vpgtrans/opt2.7b-to-vicuna7b --data coco:karpathy_train.json --images coco/ \\
+  vltool warmup -r vpgtrans/opt6.7b-to-vicuna7b --data coco:karpathy_train.json --images coco/ \\
       --out runs/vicuna-warm train.lr=1e-4
 
   vltool warmup --src opt2.7b --dst vicuna7b --dry-run
@@ -502,7 +502,7 @@ def recipes_list() -> None:
     console.print(rows_table("recipes", ["name", "stage", "file"], rows))
 
 
-@recipes_app.command("show", epilog="[bold]Example[/bold]\n\n  vltool recipes show vpgtrans/opt2.7b-to-vicuna7b")
+@recipes_app.command("show", epilog="[bold]Example[/bold]\n\n  vltool recipes show vpgtrans/opt6.7b-to-vicuna7b")
 def recipes_show(
     name: str = typer.Argument(..., help="shipped recipe name or path"),
     resolved: bool = typer.Option(False, "--resolved", help="print every key with defaults filled in"),
@@ -565,17 +565,18 @@ DEMO_EPILOG = """[bold]Examples[/bold]
 
 @app.command(epilog=DEMO_EPILOG)
 def demo(
-    out: Path = typer.Option(..., "--out", "-o", help="report folder (written atomically)"),
+    out: Path = typer.Option(..., "--out", "-o", help="report folder"),
     quick: bool = typer.Option(False, "--quick", help="a smoke run (about 40 s on 2 cores) on a smaller world, with fewer steps"),
     force: bool = ForceOpt,
 ) -> None:
     """The whole pipeline on the demo world: warmup -> transfer (+ scratch baseline) -> tune-mma -> merge -> eval."""
     import json
 
-    from vltool.stages import demo as stage
+    from vltool.demo import pipeline
     from vltool.ui.tables import demo_summary_table
 
-    report = stage.run(out, quick=quick, force=force, console=console)
+    report = _run_stage(pipeline.run, out, quick=quick, force=force,
+                        announce=lambda text: console.rule(f"[bold]{text}[/bold]"))
     console.print(demo_summary_table(json.loads((report.parent / "report.json").read_text())))
     console.print(f"report: {report}  (plots in {report.parent / 'plots'})")
 
