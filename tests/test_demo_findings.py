@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vltool.stages.demo_findings import findings
+from vltool.demo.findings import findings
 
 
 def report(speedup, router, shared, cider_after=80.0):

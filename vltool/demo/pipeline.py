@@ -1,10 +1,14 @@
-"""``vltool demo``: the whole pipeline on the demo world, run as the subcommands a user would type.
+"""``vltool demo``: the whole pipeline on the demo world, step by step as a user chains it.
 
 zoo build -> warmup -> transfer --from-warmup (demo-blip2-opt-s -> demo-llama) beside a
 --from-scratch baseline -> merge -> tune-mma (routed, and one shared adapter for the ablation)
 -> merge of the adapters -> eval, then ``report.json``, ``report.md`` and PNG plots.
-Each step is a real ``vltool`` invocation (in-process, same argv as ``recipes/demo.sh``), so the
-demo exercises exactly what users run. ``--quick`` uses the small world and short schedules.
+
+Each step is written twice, side by side: as the ``vltool`` command line (what ``recipes/demo.sh``
+types and the report prints) and as the stage call that command makes (recipe loaded with the
+same overrides and flags). Tests keep the two equal, and the command lines equal to
+``recipes/demo.sh``. The from-scratch arm runs as a real ``vltool`` subprocess beside the chain.
+This is the demo plugin's application layer: it may use stages, never the CLI module.
 """
 
 from __future__ import annotations
@@ -13,62 +17,106 @@ import json
 import os
 import shlex
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vltool.artifacts import ensure_writable
 from vltool.artifacts.environment import package_versions
+from vltool.demo import report as rep
+from vltool.demo.findings import findings
 from vltool.errors import UserError
 from vltool.eval.curves import read_curve, speedup
-from vltool.stages import report as rep
-from vltool.stages.demo_findings import findings
+from vltool.training.progress import NullReporter, Reporter
 
 RECIPE = "demo/transfer-opt-s-to-llama"
+MMA_RECIPE = "demo/tune-mma"
 PROFILES = {
     # warm-up steps, transfer stage-2 steps, from-scratch steps, eval interval, eval samples
     "full": {"warmup": [], "transfer": ["train.max_steps=300"], "scratch": ["train.max_steps=600"],
-             "mma": [], "eval_samples": "120"},
+             "mma": [], "eval_samples": 120},
     "quick": {"warmup": ["warmup.max_steps=40", "data.max_val_samples=48", "eval.every=10"],
               "transfer": ["train.max_steps=60", "data.max_val_samples=48", "eval.every=10"],
               "scratch": ["train.max_steps=100", "data.max_val_samples=48", "eval.every=10"],
               "mma": ["train.max_steps=40", "data.max_val_samples=24"],
-              "eval_samples": "48"},
+              "eval_samples": 48},
 }
-
-
-# Steps that run as a background process beside the main chain (as recipes/demo.sh does with `&`):
-# the from-scratch arm needs nothing but the world, and one thread each for two jobs uses 2 cores
-# better than two threads for one job (tiny models).
-BACKGROUND = ("from scratch",)
+EVAL_DATA = ["demo:caption", "demo:vqa", "demo:sqa", "demo:text"]
 NEEDS_BACKGROUND = "eval"  # the first step that reads a background step's output
 # what the demo needs (demo-opt-l is for other recipes); demo-qformer-stage1 starts the from-scratch arm
-DEMO_MODELS = "demo-llama,demo-blip2-opt-s,demo-qformer-stage1"
+DEMO_MODELS = ["demo-llama", "demo-blip2-opt-s", "demo-qformer-stage1"]
 SCRATCH_QFORMER = "demo-qformer-stage1"  # the paper's TFS baseline: a stage-1 Q-Former, a random projector
 
 
-def commands(out: Path, quick: bool) -> list[tuple[str, list[str]]]:
-    """The pipeline as (step name, vltool argv), the same lines recipes/demo.sh runs."""
+@dataclass
+class Step:
+    """One pipeline step: its command line and the stage call that line makes.
+
+    ``background`` steps need nothing from the chain: they run as a ``vltool`` subprocess beside
+    it (as ``recipes/demo.sh`` does with ``&``), one thread each for the two jobs on 2 cores.
+    """
+
+    name: str
+    argv: list[str]
+    call: Callable[[Reporter], Any]
+    background: bool = False
+
+
+def _recipe(name: str | None, stage: str, overrides: list[str], flags: dict[str, Any]) -> Any:
+    """A recipe as the CLI loads it: shipped file, then flags, then ``key=value`` overrides."""
+    from vltool.config.loader import load_recipe
+    from vltool.config.shipped import find_recipe
+
+    return load_recipe(find_recipe(name) if name else None, stage, overrides, flags)
+
+
+def commands(out: Path, quick: bool) -> list[Step]:
+    """The pipeline: the same lines, in the same order, as ``recipes/demo.sh``."""
+    from vltool.stages import evaluate, merge, tune_mma, vpgtrans, zoo
+
     p = PROFILES["quick" if quick else "full"]
     runs = out / "runs"
-    mma_common = ["-r", "demo/tune-mma", "--model", str(runs / "transfer"), "--force", *p["mma"]]
-    evaluate = ["eval", str(runs / "transfer"), str(runs / "scratch"), str(runs / "merged"), str(runs / "mma"),
-                str(runs / "merged-mma"),
-                "--data", "demo:caption", "--data", "demo:vqa", "--data", "demo:sqa", "--data", "demo:text",
-                "--max-samples", p["eval_samples"], "--out", str(out / "eval" / "eval.json"), "--force"]
+    warm, scratch, transfer = runs / "warmup", runs / "scratch", runs / "transfer"
+    merged, mma, shared, merged_mma = runs / "merged", runs / "mma", runs / "mma-shared", runs / "merged-mma"
+    eval_out, models = out / "eval" / "eval.json", [transfer, scratch, merged, mma, merged_mma]
+    scratch_flags = {"from_scratch": True, "scratch_qformer": SCRATCH_QFORMER}
+
+    def transfer_call(r: Reporter) -> Any:
+        cfg = _recipe(RECIPE, "transfer", p["transfer"], vpgtrans.flags_from_warmup(warm))
+        return vpgtrans.run_transfer(cfg, transfer, from_warmup=warm, force=True, reporter=r)
+
+    def eval_call(r: Reporter) -> Any:
+        cfg = _recipe(None, "eval", [], {"data.eval": EVAL_DATA, "eval.max_samples": p["eval_samples"]})
+        return evaluate.run(cfg, [str(m) for m in models], out=eval_out, force=True, reporter=r)
+
+    def mma_call(target: Path, flags: dict[str, Any]) -> Callable[[Reporter], Any]:
+        return lambda r: tune_mma.run(_recipe(MMA_RECIPE, "tune-mma", p["mma"], {"model": str(transfer), **flags}),
+                                      target, force=True, reporter=r)
+
     return [
-        ("zoo build", ["zoo", "build", "--only", DEMO_MODELS, *(["--quick"] if quick else [])]),
-        ("warmup", ["warmup", "-r", RECIPE, "--out", str(runs / "warmup"), "--force", *p["warmup"]]),
-        ("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--qformer", SCRATCH_QFORMER,
-                          "--out", str(runs / "scratch"), "--force",
-                          *p["scratch"]]),
-        ("transfer", ["transfer", "-r", RECIPE, "--from-warmup", str(runs / "warmup"),
-                      "--out", str(runs / "transfer"), "--force", *p["transfer"]]),
-        ("merge", ["merge", str(runs / "transfer"), "--out", str(runs / "merged"), "--force"]),
-        ("tune-mma", ["tune-mma", *mma_common, "--out", str(runs / "mma")]),
-        ("tune-mma, one shared adapter", ["tune-mma", *mma_common, "--no-router", "--out", str(runs / "mma-shared")]),
-        ("merge adapters", ["merge", str(runs / "mma"), "--modality", "image", "--out", str(runs / "merged-mma"),
-                            "--force"]),
-        ("eval", evaluate),
+        Step("zoo build", ["zoo", "build", "--only", ",".join(DEMO_MODELS), *(["--quick"] if quick else [])],
+             lambda r: zoo.build(quick=quick, only=DEMO_MODELS, reporter=r)),
+        Step("warmup", ["warmup", "-r", RECIPE, "--out", str(warm), "--force", *p["warmup"]],
+             lambda r: vpgtrans.run_warmup(_recipe(RECIPE, "warmup", p["warmup"], {}), warm, force=True, reporter=r)),
+        Step("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--qformer", SCRATCH_QFORMER,
+                              "--out", str(scratch), "--force", *p["scratch"]],
+             lambda r: vpgtrans.run_transfer(_recipe(RECIPE, "transfer", p["scratch"], scratch_flags), scratch,
+                                             force=True, reporter=r),
+             background=True),
+        Step("transfer", ["transfer", "-r", RECIPE, "--from-warmup", str(warm), "--out", str(transfer), "--force",
+                          *p["transfer"]], transfer_call),
+        Step("merge", ["merge", str(transfer), "--out", str(merged), "--force"],
+             lambda r: merge.run(transfer, merged, modality="image", force=True, reporter=r)),
+        Step("tune-mma", ["tune-mma", "-r", MMA_RECIPE, "--model", str(transfer), "--out", str(mma), "--force",
+                          *p["mma"]], mma_call(mma, {})),
+        Step("tune-mma, one shared adapter", ["tune-mma", "-r", MMA_RECIPE, "--model", str(transfer), "--no-router",
+                                              "--out", str(shared), "--force", *p["mma"]],
+             mma_call(shared, {"adapter.router": False})),
+        Step("merge adapters", ["merge", str(mma), "--modality", "image", "--out", str(merged_mma), "--force"],
+             lambda r: merge.run(mma, merged_mma, modality="image", force=True, reporter=r)),
+        Step("eval", ["eval", *map(str, models), *[a for d in EVAL_DATA for a in ("--data", d)],
+                      "--max-samples", str(p["eval_samples"]), "--out", str(eval_out), "--force"], eval_call),
     ]
 
 
@@ -139,6 +187,9 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
     main, loss = curves["attr_acc"][2], curves["val_loss"][2]
     evals = json.loads((out / "eval" / "eval.json").read_text())["metrics"]
     key = {name: str(runs / name) for name in ("transfer", "scratch", "merged", "mma", "merged-mma")}
+    # each comparison loads its two models once
+    vpg_diff = max_logit_diff(runs / "transfer", runs / "merged")
+    mma_diff = mma_logit_diff(runs / "mma", runs / "merged-mma")
     report: dict[str, Any] = {
         "vpgtrans": {
             "metric": "attr_acc (colour, shape, size and position named right in generated captions of "
@@ -156,10 +207,8 @@ def summarise(out: Path, timings: dict[str, float]) -> dict[str, Any]:
             "scratch_final_attr_acc": scratch["metrics"].get("final_attr_acc"),
         },
         "mma": mma_summary(runs),
-        "merge": {"max_logit_diff": max(max_logit_diff(runs / "transfer", runs / "merged"),
-                                        mma_logit_diff(runs / "mma", runs / "merged-mma")),
-                  "vpg_max_logit_diff": max_logit_diff(runs / "transfer", runs / "merged"),
-                  "mma_max_logit_diff": mma_logit_diff(runs / "mma", runs / "merged-mma")},
+        "merge": {"max_logit_diff": max(vpg_diff, mma_diff), "vpg_max_logit_diff": vpg_diff,
+                  "mma_max_logit_diff": mma_diff},
         "eval": {spec: {Path(m).name: v for m, v in by.items()} for spec, by in evals.items()},
         "timings_s": timings,
     }
@@ -185,7 +234,7 @@ QUICK_NOTE = ("**Quick profile**: the world's LMs and source model are trained f
               "run `vltool demo` without `--quick` to see the papers' effects.")
 
 
-def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: bool = False) -> str:
+def markdown(report: dict[str, Any], cmds: list[Step], quick: bool = False) -> str:
     v, m, mm = report["vpgtrans"], report["merge"], report["mma"]
     fmt = lambda x: "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
     ratio = lambda x: "never reached" if x is None else f"{x:.2f}x"
@@ -236,13 +285,14 @@ def markdown(report: dict[str, Any], cmds: list[tuple[str, list[str]]], quick: b
     lines += ["## Plots", "", "![](plots/transfer_vs_scratch_attr_acc.png)",
               "![](plots/transfer_vs_scratch_val_loss.png)", "![](plots/quality_per_stage.png)", "",
               "## Commands run", "", "```bash"]
-    lines += ["vltool " + " ".join(shlex.quote(a) for a in argv) for _, argv in cmds]
+    lines += [command_line(step) for step in cmds]
     lines += ["```", "", "## Environment", "",
               "The world and every run are deterministic for one seed and one set of library versions; other "
               "versions can build a different world and give other numbers. This run: "
               + ", ".join(f"{k} {v}" for k, v in report.get("packages", {}).items()) + ".", "",
               "## Wall time (s)", ""]
-    lines += [f"- {k}: {v:.1f}" + (" (a background process, overlapping the steps after it)" if k in BACKGROUND
+    background = {step.name for step in cmds if step.background}
+    lines += [f"- {k}: {v:.1f}" + (" (a background process, overlapping the steps after it)" if k in background
                                    else "") for k, v in report["timings_s"].items()]
     return "\n".join(lines) + "\n"
 
@@ -281,44 +331,47 @@ class _Background:
         self.handle.close()
 
 
-def run(out: Path, quick: bool = False, force: bool = False, console: Any = None) -> Path:
+def command_line(step: Step) -> str:
+    return "vltool " + " ".join(shlex.quote(a) for a in step.argv)
+
+
+def run(out: Path, quick: bool = False, force: bool = False, reporter: Reporter | None = None,
+        announce: Callable[[str], None] | None = None) -> Path:
+    """Run every step, then write the report; ``announce`` shows each step's command line as it starts."""
     import torch
 
-    from vltool.cli import app
-
+    reporter = reporter or NullReporter()
+    announce = announce or (lambda text: None)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         ensure_writable(out, force)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["VLTOOL_DEMO_PROFILE"] = "quick" if quick else "full"
+    os.environ["VLTOOL_DEMO_PROFILE"] = "quick" if quick else "full"  # which world the demo aliases mean
     cmds = commands(out, quick)
     timings: dict[str, float] = {}
     background: list[_Background] = []
     threads = torch.get_num_threads()
     started = time.perf_counter()
     try:
-        for name, argv in cmds:
-            if name == NEEDS_BACKGROUND and background:
-                if console is not None:
-                    console.rule(f"waiting for: {', '.join(b.name for b in background)}")
+        for step in cmds:
+            if step.name == NEEDS_BACKGROUND and background:
+                announce(f"waiting for: {', '.join(b.name for b in background)}")
                 for job in background:
                     timings[job.name] = job.wait()
                 background.clear()
                 torch.set_num_threads(threads)
-            if name in BACKGROUND:
-                job = _Background(name, argv, out / "logs" / f"{name.replace(' ', '-')}.log")
+            if step.background:
+                job = _Background(step.name, step.argv, out / "logs" / f"{step.name.replace(' ', '-')}.log")
                 background.append(job)
                 torch.set_num_threads(1)  # the other core is the background job's
-                if console is not None:
-                    console.rule(f"[bold]{name}[/bold] (in the background, log {job.log}): vltool {' '.join(argv)}")
+                announce(f"{step.name} (in the background, log {job.log}): {command_line(step)}")
                 continue
             if background and all(job.proc.poll() is not None for job in background):
                 torch.set_num_threads(threads)  # the background steps are done: both cores are ours again
-            if console is not None:
-                console.rule(f"[bold]{name}[/bold]: vltool {' '.join(argv)}")
-            step = time.perf_counter()
-            app(argv, standalone_mode=False)
-            timings[name] = time.perf_counter() - step
+            announce(f"{step.name}: {command_line(step)}")
+            begun = time.perf_counter()
+            step.call(reporter)
+            timings[step.name] = time.perf_counter() - begun
     finally:
         for job in background:
             job.stop()
