@@ -142,8 +142,10 @@ def _scratch_parts(cfg: VPGTransRecipe, source: VPGSource, llm_width: int,
 
 def _converter_init(cfg: VPGTransRecipe, source: VPGSource, tokenizer, lm, captions: list[str]):
     """Fit the word converter and merge it with the source projector."""
-    data = align(captions, source.tokenizer, tokenizer, source.lm_embeddings,
-                 lm.get_input_embeddings().weight.detach())
+    from vltool.sources.hf_blip2 import input_word_embeddings
+
+    # both sides through OPT's project_in where there is one, as the official code maps embeddings
+    data = align(captions, source.tokenizer, tokenizer, source.lm_embeddings, input_word_embeddings(lm))
     same_family = data.mode == "token ids"
     epochs = cfg.converter.epochs or (5 if same_family else 8)
     from accelerate import PartialState
@@ -179,6 +181,11 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
         val_samples, _ = _samples(cfg.data.val, "val", cfg, cfg.data.max_val_samples)
     metrics: dict[str, float] = {**{f"data_{k}": float(v) for k, v in train_report.items()}}
     width = lm.config.hidden_size
+    embed_width = lm.get_input_embeddings().weight.shape[1]
+    if embed_width != width:  # OPT-350M: word_embed_proj_dim 512, project_in to 1024
+        raise UserError(f"--dst {cfg.dst}: its word embeddings are {embed_width} wide and project_in maps them to "
+                        f"{width}; transformers' Blip2ForConditionalGeneration writes {width}-wide visual tokens "
+                        f"among the {embed_width}-wide embeddings, so such an OPT cannot be a BLIP-2 target")
     if init == "scratch":
         qformer, queries, projector, provenance = _scratch_parts(cfg, source, width, reporter)
         source.scratch = provenance

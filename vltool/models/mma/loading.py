@@ -89,8 +89,24 @@ def _vision_folder(vision: str | None) -> Path:
     raise UserError(f"--vision {vision}: no such folder or vision alias (known: clip-vit-l14)")
 
 
+# LaVIN's own preprocessing of the CLIP front end (util/datasets.py of the official code): resize to
+# 224 x 224 bicubic (no centre crop, aspect not kept), then timm's IMAGENET_DEFAULT_MEAN / _STD --
+# not CLIP's statistics, nor the CLIP repository's shortest-side resize + centre crop.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def lavin_image_processor(size: int = 224):
+    """An HF image processor doing exactly LaVIN's transform at ``size`` (the CLIP tower's image size)."""
+    import transformers
+
+    cls = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+    return cls(size={"height": size, "width": size}, resample=3, do_rescale=True, rescale_factor=1 / 255,
+               do_normalize=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, do_convert_rgb=True)
+
+
 def _clip_base(spec: str, vision: str | None) -> Base:
-    from transformers import AutoImageProcessor, CLIPVisionModel
+    from transformers import CLIPVisionModel
 
     from vltool.sources.vpg_source import load_target
 
@@ -100,11 +116,7 @@ def _clip_base(spec: str, vision: str | None) -> Base:
         raise UserError(f"--vision {vision}: {folder} is not a transformers CLIP folder (config.json with "
                         f"model_type clip or clip_vision_model)")
     tower = load_or_explain(lambda: CLIPVisionModel.from_pretrained(str(folder), dtype=torch.float32).eval(), folder)
-    try:
-        processor = AutoImageProcessor.from_pretrained(str(folder))
-    except (OSError, ValueError):
-        raise UserError(f"--vision {vision}: {folder} has no preprocessor_config.json (the CLIP image "
-                        f"processor)") from None
+    processor = lavin_image_processor(tower.config.image_size)
     lm, tokenizer, llm_path = load_target(spec)
     return Base("clip", lm, tokenizer, processor, _ref(llm_path), vision=tower, vision_ref=_ref(folder))
 

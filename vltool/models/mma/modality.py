@@ -29,8 +29,9 @@ class ModalityToken(nn.Embedding):
         super().__init__(2, dim)
 
     def reset_parameters(self) -> None:
+        """N(0, 1): LaVIN's ``nn.Embedding(2, d)`` keeps PyTorch's default init."""
         if not self.weight.is_meta:
-            nn.init.normal_(self.weight, std=0.02)
+            nn.init.normal_(self.weight, std=1.0)
 
     def forward(self, modality: torch.Tensor) -> torch.Tensor:
         """[B] modality codes -> [B, 1, d] embeddings, ready to prepend."""
