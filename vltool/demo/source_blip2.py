@@ -76,13 +76,6 @@ def train_source(world: Path, vision, lm, tokenizer, processor, seed: int, steps
     return result.model.eval(), result.final_metrics
 
 
-def processor_for(tokenizer) -> Blip2Processor:
-    from vltool.demo.vision import image_processor
-
-    return Blip2Processor(image_processor=image_processor(), tokenizer=tokenizer,
-                          num_query_tokens=NUM_QUERY_TOKENS)
-
-
 def save_source(model, tokenizer, path: Path) -> None:
     """An HF BLIP-2 folder: weights, config (image_token_index, num_query_tokens) and processor."""
     model.config.num_query_tokens = NUM_QUERY_TOKENS
@@ -90,8 +83,10 @@ def save_source(model, tokenizer, path: Path) -> None:
     top = model.config
     for config in (top, top.vision_config, top.qformer_config, top.text_config):
         config._name_or_path = ""  # no build-time temp paths in the saved config
-    model.save_pretrained(str(path))
-    processor_for(tokenizer).save_pretrained(str(path))
+    from vltool.demo.vision import image_processor
+    from vltool.sources.hf_blip2 import save_blip2_folder
+
+    save_blip2_folder(model, tokenizer, image_processor(), path)
 
 
 @torch.no_grad()
