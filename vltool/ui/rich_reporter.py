@@ -72,8 +72,8 @@ class RichReporter:
 
     def finish(self, **fields: Any) -> None:
         if not self.live:
-            self.console.print(f"{_now()} {self.task_name}: {fields.get('stopped', 'done')} after "
-                               f"{fields.get('steps', '?')} steps", highlight=False)
+            after = f" after {fields['steps']} steps" if "steps" in fields else ""
+            self.console.print(f"{_now()} {self.task_name}: {fields.get('stopped', 'done')}{after}", highlight=False)
             return
         if self.task_id is not None:
             task = self.progress.tasks[-1]
