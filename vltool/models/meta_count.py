@@ -19,6 +19,15 @@ Memory estimate per GPU, no sharding, in GiB (a planning figure, not a promise):
   without autograd and keeps nothing. Add the logits: ``b * s * vocab * 8`` bytes (fp32 logits
   and their gradient, as transformers' loss upcasts). s for the LLM = query tokens + BOS + the
   recipe's ``max_text_tokens``.
+
+Levers (``train.*``), each reflected in the estimate:
+- ``gradient_checkpointing``: a checkpointed layer keeps only its input, ``s * b * h`` values,
+  and backward recomputes one layer at a time, so the LLM term becomes
+  ``L * s * b * h * value_bytes + (one layer's full activations)`` (likewise the ViT's layers
+  in tune-mma with vision adapters);
+- ``llm_quantization``: the LLM's decoder linear weights at 1 byte (int8) or 0.5 + 1/64 bytes
+  (nf4: 4-bit values plus an fp32 scale per 64) a parameter; embeddings, norms and the LM head
+  stay at the compute precision.
 """
 
 from __future__ import annotations
@@ -137,14 +146,40 @@ def layer_activation_bytes(tokens: int, batch: int, width: int, heads: int, valu
     return tokens * batch * width * (34 + 5 * heads * tokens / width) * value_bytes / 2
 
 
-def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precision: str) -> float:
+def layers_activation_bytes(layers: int, tokens: int, batch: int, width: int, heads: int, value_bytes: int,
+                            checkpointed: bool = False) -> float:
+    """``layers`` transformer layers kept for backward; checkpointed: their inputs + one layer recomputed."""
+    full = layer_activation_bytes(tokens, batch, width, heads, value_bytes)
+    if not checkpointed:
+        return layers * full
+    return layers * tokens * batch * width * value_bytes + full
+
+
+def llm_weight_bytes(lm: nn.Module, precision: str, quantization: str = "none") -> float:
+    """Bytes of a causal LM's FROZEN parameters: its frozen decoder linear weights quantised (int8 / nf4,
+    ``train.llm_quantization``), everything else frozen at the compute precision."""
+    from vltool.models.memory import QUANTIZATION_BYTES
+
+    total = sum(p.numel() for p in lm.parameters() if not p.requires_grad) * weight_bytes(precision)
+    per_param = QUANTIZATION_BYTES.get(quantization)
+    if per_param is None:
+        return total
+    head = getattr(lm, "lm_head", None)
+    linear = sum(m.weight.numel() for m in lm.modules()
+                 if type(m) is nn.Linear and m is not head and not m.weight.requires_grad)
+    return total - linear * (weight_bytes(precision) - per_param)
+
+
+def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precision: str,
+                  checkpointing: bool = False) -> float:
     """The rough activation term of the module docstring, in GiB."""
     value_bytes = weight_bytes(precision)
     lm_config = model.language_model.config
     q = model.config.num_query_tokens
     seq = q + 1 + text_tokens
     heads = getattr(lm_config, "num_attention_heads", 1)
-    total = lm_config.num_hidden_layers * layer_activation_bytes(seq, batch, lm_config.hidden_size, heads, value_bytes)
+    total = layers_activation_bytes(lm_config.num_hidden_layers, seq, batch, lm_config.hidden_size, heads, value_bytes,
+                                    checkpointing)
     total += batch * seq * lm_config.vocab_size * 8
     if stage == "transfer":
         qf = model.qformer.config
@@ -188,10 +223,13 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
                               n if p in stage_parts["transfer"] else 0] for p, n in parts.items()]
     rows.append(["total", total, trainable["warm-up"], trainable["transfer"]])
     memory: dict[str, dict[str, float]] = {}
+    checkpointing = getattr(cfg.train, "gradient_checkpointing", False)
+    quantization = getattr(cfg.train, "llm_quantization", "none")
+    llm_bytes = llm_weight_bytes(model.language_model, precision, quantization)
     for stage, n in trainable.items():
-        weights = (total - n) * weight_bytes(precision) / GIB
+        weights = ((total - n - parts["llm"]) * weight_bytes(precision) + llm_bytes) / GIB
         optimizer = n * 16 / GIB
-        acts = activation_gb(model, stage, batch, cfg.max_text_tokens, precision)
+        acts = activation_gb(model, stage, batch, cfg.max_text_tokens, precision, checkpointing)
         memory[stage] = {"weights_gb": weights, "trainable_states_gb": optimizer, "activations_gb": acts,
                          "total_gb": weights + optimizer + acts}
     for key, label in (("weights_gb", f"memory: frozen weights ({precision}), GiB"),
@@ -207,7 +245,9 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
         "notes": [f"memory per GPU without sharding: frozen weights in {precision}, 16 bytes per trainable "
                   f"parameter, activations by Korthikanti et al. 2022 for the layers backward passes through "
                   f"(sequence {model.config.num_query_tokens} queries + BOS + {cfg.max_text_tokens} text tokens)",
-                  "ViT: EVA ViT-g/14 (1408 wide, 39 blocks); Q-Former: BERT-base, cross-attention every 2nd layer"],
+                  "ViT: EVA ViT-g/14 (1408 wide, 39 blocks); Q-Former: BERT-base, cross-attention every 2nd layer",
+                  f"levers: gradient_checkpointing={checkpointing} (LLM layers keep only their inputs), "
+                  f"llm_quantization={quantization}"],
         "counts": counts,
         "memory": memory,
     }

@@ -11,15 +11,27 @@ device). A 2-process CPU run::
 
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
         --mixed_precision no --dynamo_backend no -m vltool ...
+
+Gradient accumulation is Accelerate's own: ``accelerator.accumulate(model)`` around each
+micro-batch's forward/backward, ``accelerator.gradient_accumulation_steps`` set from the recipe's
+effective batch, and the batches come through Accelerate's ``DataLoaderShard``
+(``prepare_data_loader``: device placement, end-of-data tracking for ``accumulate``). So the
+DeepSpeed ZeRO-2/3 and FSDP configurations of ``accelerate config`` run the same loop (DeepSpeed
+takes its micro-batch, accumulation and clipping from the recipe when its config says ``auto``).
+The one thing vltool keeps is the sharding of batches across processes: its batch samplers
+deal each process its own micro-batches (a pure function of seed and step, the ratio mixture's
+stream positions included), which is what makes resume bit-exact; so the DataLoader is wrapped
+as for one process, not re-sharded by Accelerate (that would deal out already-dealt batches).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,7 +39,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.data_loader import prepare_data_loader
+from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -65,10 +78,26 @@ class TrainResult:
     model: nn.Module | None = None
 
 
+def resolve_precision(recipe: str, bf16_device: bool, launched: str | None) -> str:
+    """The mixed precision a run uses: the recipe's when set explicitly (``no``/``bf16``/``fp16``);
+    for ``auto``, the accelerate config's (``ACCELERATE_MIXED_PRECISION``, set by ``accelerate
+    launch``) when it asks for mixed precision, else bf16 on a bf16-capable GPU, else fp32.
+    A launcher's ``no`` does not override ``auto``: the launcher also writes ``no`` when nothing was
+    configured (set ``train.precision=no`` to force fp32)."""
+    if recipe != "auto":
+        return recipe
+    launched = (launched or "no").lower()
+    if launched != "no":
+        return launched
+    return "bf16" if bf16_device else "no"
+
+
 def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accelerator:
     """An Accelerator whose mixed precision matches what the device can do.
 
-    ``auto`` means bf16 on a CUDA device that supports it, else fp32. fp16 without CUDA is a
+    ``auto`` means: the mixed precision of ``accelerate launch``'s config when it asks for one
+    (``ACCELERATE_MIXED_PRECISION`` bf16/fp16/fp8), else bf16 on a CUDA device that supports it,
+    else fp32. An explicit recipe value wins over the accelerate config. fp16 without CUDA is a
     user error (CPU autocast has no fp16 path worth using).
     """
     has_cuda = torch.cuda.is_available() and not cpu
@@ -76,8 +105,8 @@ def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accele
         # Tiny gradients and decayed weights drift into denormal floats, which x86 CPUs process
         # 5-10x slower (seen here: the demo's vision pre-training took 171 s instead of 17 s).
         torch.set_flush_denormal(True)
-    if precision == "auto":
-        precision = "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "no"
+    precision = resolve_precision(precision, has_cuda and torch.cuda.is_bf16_supported(),
+                                  os.environ.get("ACCELERATE_MIXED_PRECISION"))
     if precision == "fp16" and not has_cuda:
         raise UserError("precision fp16 needs a CUDA device; use precision=bf16 or precision=no on CPU")
     # The schedule is written in optimizer steps of the effective batch, so the scheduler must
@@ -85,6 +114,13 @@ def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accele
     kwargs: dict[str, Any] = {"mixed_precision": precision, "step_scheduler_with_optimizer": False}
     if cpu:
         kwargs["cpu"] = True
+    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "false").lower() == "true" and not has_cuda:
+            # Accelerate (1.15) only enters FSDP / DeepSpeed for accelerator devices: on CPU
+            # processes an FSDP config silently becomes plain DDP (state.py keeps MULTI_CPU). A
+            # user planning memory around sharding must hear it.
+            raise UserError(f"the accelerate config asks for {name}, but Accelerate runs {name} only on GPUs "
+                            f"(on CPU it would silently run plain DDP); launch CPU runs with --multi_gpu, or run on GPUs")
     return Accelerator(**kwargs)
 
 
@@ -113,14 +149,27 @@ def resolve_warmup(settings: TrainSettings, dataset_size: int) -> TrainSettings:
     return settings.model_copy(update={"warmup_steps": steps, "warmup_epochs": None})
 
 
-def _move(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: _move(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_move(v, device) for v in batch)
-    return batch
+def configure_deepspeed(accelerator: Accelerator, micro: int, accum: int, max_grad_norm: float | None) -> None:
+    """Fill a DeepSpeed config's ``auto`` micro-batch, accumulation and clipping from the recipe.
+
+    vltool's batches come from its own batch sampler (``DataLoader.batch_size`` is None), so
+    Accelerate cannot infer them. A config that fixes a different accumulation than the recipe's
+    effective batch implies is refused: it would silently change the optimisation.
+    """
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    wanted = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accum,
+              "gradient_clipping": float(max_grad_norm or 0.0)}
+    for key, value in wanted.items():
+        have = config.get(key, "auto")
+        if have == "auto":
+            config[key] = value
+        elif key != "gradient_clipping" and int(have) != value:
+            raise UserError(f"the DeepSpeed config sets {key}={have} but the recipe needs {value} (train.batch_size="
+                            f"{micro * accum * accelerator.num_processes} = micro {micro} x accumulation {accum} x "
+                            f"{accelerator.num_processes} processes); set it to auto")
+    config["train_batch_size"] = micro * accum * accelerator.num_processes
 
 
 class _MetricsLog:
@@ -165,13 +214,24 @@ def train(
     its checkpoint hooks and drops its model/optimizer from the Accelerator when it returns.
     Ctrl-C raises ``Interrupted`` naming the checkpoint to resume from.
     """
+    from vltool.models.memory import check_quantization, enable_gradient_checkpointing, quantize_frozen_llm
+
+    check_quantization(settings.llm_quantization, None if accelerator is None else accelerator.device.type == "cuda")
     accelerator = accelerator or make_accelerator(settings.precision)
+    if settings.llm_quantization != "none":
+        quantize_frozen_llm(model, settings.llm_quantization)
+    if settings.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     optimizer = build_optimizer(model, settings)
     names = trainable_names(model)
-    handles = [
-        accelerator.register_save_state_pre_hook(keep_trainable_hook(names)),
-        accelerator.register_load_state_pre_hook(strict_load_hook(model, names)),
-    ]
+    handles = []
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # FSDP and DeepSpeed save and load (sharded) model states their own way; the hooks that
+        # keep only the trainable tensors apply to plain and DDP runs.
+        handles = [
+            accelerator.register_save_state_pre_hook(keep_trainable_hook(names)),
+            accelerator.register_load_state_pre_hook(strict_load_hook(model, names)),
+        ]
     run = _Run(accelerator, model, loss_fn, train_data, settings, collate_fn, run_dir, eval_fn, reporter, task)
     try:
         return run.go(optimizer, resume)
@@ -210,6 +270,9 @@ class _Run:
         set_seed(settings.seed)
         total, micro, accum = plan_steps(settings, len(self.train_data), accelerator.num_processes)
         scheduler = build_scheduler(optimizer, total, settings)
+        accelerator.gradient_accumulation_steps = accum
+        accelerator.step = 0  # accumulate()'s micro-batch counter (the Accelerator may be shared by phases)
+        configure_deepspeed(accelerator, micro, accum, settings.max_grad_norm)
         model, optimizer, scheduler = accelerator.prepare(self.model, optimizer, scheduler)
         trainables = [p for p in model.parameters() if p.requires_grad]
 
@@ -247,11 +310,18 @@ class _Run:
         if hasattr(sampler, "check_state") and "data" in state:
             sampler.check_state(state["data"])  # the stream positions of the checkpoint
         loader = make_loader(self.train_data, sampler, self.collate_fn, settings.num_workers)
-        # DataLoader.__iter__ draws a base seed from the global RNG; keep that draw from shifting
-        # the dropout stream, so a resumed run matches an uninterrupted one bit for bit.
+        # Accelerate's DataLoaderShard (device placement; tells accumulate() where the data ends),
+        # over batches the sampler has already dealt to this process: wrapped as for one process.
+        loader = prepare_data_loader(loader, device=accelerator.device, num_processes=1, process_index=0,
+                                     put_on_device=True, non_blocking=loader.pin_memory)
+        # DataLoader.__iter__ draws a base seed from the global RNG (at the first batch, as the
+        # shard iterates lazily); keep that draw from shifting the dropout stream, so a resumed
+        # run matches an uninterrupted one bit for bit.
         rng_state = torch.get_rng_state()
         batches = iterate(loader)
+        first = next(batches, None)
         torch.set_rng_state(rng_state)
+        batches = itertools.chain([first], batches)
         samples_per_step = micro * accum * accelerator.num_processes
         reporter.start(self.task, total)
         reporter.update(start_step)  # where the ETA starts counting (a resumed run's first step)
@@ -289,14 +359,16 @@ class _Run:
         model.train()
         for step in range(start_step, total):
             losses = []
-            for micro_index in range(accum):
-                batch = _move(next(batches), accelerator.device)
-                sync = micro_index == accum - 1
-                context = accelerator.no_sync(model) if not sync else nullcontext()
-                with context, accelerator.autocast():
+            for _ in range(accum):
+                batch = next(batches)
+                # accumulate(): no gradient all-reduce (DDP) / reduce-scatter (FSDP, ZeRO) until the
+                # last micro-batch; accelerator.backward divides the loss by ``accum``.
+                with accelerator.accumulate(model), accelerator.autocast():
                     loss = self.loss_fn(model, batch)
-                    accelerator.backward(loss / accum)
+                    accelerator.backward(loss)
                 losses.append(loss.detach().float())
+            if not accelerator.sync_gradients:  # the sampler and accumulate() disagree on the step
+                raise RuntimeError(f"gradient accumulation out of step at optimizer step {step + 1}")
             step_loss = torch.stack(losses).mean()
             finite = torch.isfinite(step_loss).to(accelerator.device, torch.float32)
             finite = accelerator.reduce(finite, reduction="sum") if accelerator.num_processes > 1 else finite
@@ -336,6 +408,7 @@ class _Run:
             result.steps = done
             maybe_fault(faults, done)
 
+        loader.end()  # the shard's own end-of-data cleanup (the loop stops at its last batch, not past it)
         if result.stopped == "completed":
             evaluate(result.steps)
             checkpoint(result.steps, completed=True)

@@ -43,6 +43,13 @@ class TrainSettings(BaseModel):
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="non-finite loss: stop keeping the last good checkpoint, or skip the step"
     )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute the LLM's (and an adapted ViT's) layer activations in backward instead of "
+        "keeping them: less memory, about one more forward of those layers"
+    )
+    llm_quantization: Literal["none", "int8", "nf4"] = Field(
+        "none", description="keep the frozen LLM's linear layers in 8 or 4 bits (bitsandbytes; CUDA only)"
+    )
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader processes decoding images; unset: min(4, CPUs - 1) for image data, "
         "0 for text; 0 decodes in the training process"

@@ -49,7 +49,7 @@ def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def activation_gb(model, batch: int, tokens: int, precision: str) -> float:
+def activation_gb(model, batch: int, tokens: int, precision: str, checkpointing: bool = False) -> float:
     """Activations kept for backward (GiB), Korthikanti et al. (2022) per layer, no recomputation.
 
     Every LLM layer holds an adapter, so backward passes through all of them; so it does through
@@ -57,27 +57,35 @@ def activation_gb(model, batch: int, tokens: int, precision: str) -> float:
     Checked on an H100 (bench/gpu_mma_real_scale.py): LaVIN-7B at 8 x 263 tokens in bf16 peaked at
     25.8 GiB; this estimate gives 27.6 GiB for that shape.
     """
-    from vltool.models.meta_count import GIB, layer_activation_bytes, weight_bytes
+    from vltool.models.meta_count import GIB, layers_activation_bytes, weight_bytes
     from vltool.models.mma.inject import wrappers
 
     value_bytes = weight_bytes(precision)
     lm = model.lm.config
-    total = lm.num_hidden_layers * layer_activation_bytes(tokens, batch, lm.hidden_size, lm.num_attention_heads,
-                                                          value_bytes)
+    total = layers_activation_bytes(lm.num_hidden_layers, tokens, batch, lm.hidden_size, lm.num_attention_heads,
+                                    value_bytes, checkpointing)
     total += batch * tokens * lm.vocab_size * 8
     front = model.front_end
     vision = getattr(front, "vision", None) or getattr(front, "vision_model", None)
     if vision is not None and wrappers(vision):
         vc = vision.config
         patches = (vc.image_size // vc.patch_size) ** 2 + 1
-        total += vc.num_hidden_layers * layer_activation_bytes(patches, batch, vc.hidden_size, vc.num_attention_heads,
-                                                               value_bytes)
+        total += layers_activation_bytes(vc.num_hidden_layers, patches, batch, vc.hidden_size, vc.num_attention_heads,
+                                         value_bytes, checkpointing)
     return total / GIB
 
 
 def lavin_table(cfg) -> dict[str, Any]:
     """The dry-run table of an MMA recipe at real scale (the shape the CLI renders)."""
-    from vltool.models.meta_count import _arch_of, arch, memory_gb, meta_blip2, text_config
+    from vltool.models.meta_count import (
+        GIB,
+        _arch_of,
+        arch,
+        llm_weight_bytes,
+        memory_gb,
+        meta_blip2,
+        text_config,
+    )
     from vltool.models.mma.build import build_qformer_mma, settings_from
     from vltool.models.mma.lavin7b import meta_clip_mma
 
@@ -107,10 +115,14 @@ def lavin_table(cfg) -> dict[str, Any]:
     rows: list[list[Any]] = [[shown.get(r.part, r.part), r.parameters, r.trainable] for r in rows_by_part.values()]
     rows.append(["total", total, trainable])
     rows.append(["trainable share (%)", "", round(100 * trainable / total, 4)])
-    states = memory_gb(total - trainable, trainable, precision)
+    checkpointing = getattr(cfg.train, "gradient_checkpointing", False)
+    quantization = getattr(cfg.train, "llm_quantization", "none")
+    lm_frozen = sum(p.numel() for p in model.lm.parameters() if not p.requires_grad)
+    states = (memory_gb(total - trainable - lm_frozen, trainable, precision)
+              + llm_weight_bytes(model.lm, precision, quantization) / GIB)
     batch = cfg.train.micro_batch_size or cfg.train.batch_size
     tokens = cfg.max_length
-    acts = activation_gb(model, batch, tokens, precision)
+    acts = activation_gb(model, batch, tokens, precision, checkpointing)
     rows.append(["memory: weights + trainable states (GiB)", "", round(states, 1)])
     rows.append([f"memory: activations, micro-batch {batch} x {tokens} tokens (GiB)", "", round(acts, 1)])
     rows.append(["memory estimate (GiB)", "", round(states + acts, 1)])
