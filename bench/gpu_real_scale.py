@@ -1,46 +1,119 @@
-"""Real-scale VPGTrans training steps with random weights: throughput, memory, feature-cache gain.
+"""Real-scale training throughput and model FLOP utilisation (MFU), random weights, one lever at a time.
 
-Builds BLIP-2's VPG (EVA ViT-g/14 + Q-Former, 32 queries) in front of a 7B LLaMA-shaped LM from
-the shipped architecture JSONs, random weights (no download), frozen parts in bf16, trainables
-in fp32 under bf16 autocast, and runs vltool's own training loop for:
-  1. warm-up (projector only) reading cached Q-Former outputs (the feature cache),
-  2. warm-up recomputing the frozen ViT + Q-Former every step (--no-feature-cache),
-  3. stage 2 (Q-Former + queries + ln_vision + projector).
-Prints one JSON object with samples/s per phase, the cache speed-up ratio and peak memory.
+Phases (``--phases``), each through vltool's own training loop:
+  warmup_cached  VPGTrans warm-up from cached Q-Former outputs (the feature cache),
+  warmup         VPGTrans warm-up recomputing the frozen ViT + Q-Former,
+  stage2         VPGTrans stage 2 (Q-Former + queries + ln_vision + projector train),
+  mma            tune-mma on LaVIN-7B (CLIP ViT-L/14 + LLaMA-7B, MM-Adapters in both, 6 visual tokens).
+BLIP-2's VPG (EVA ViT-g/14 + Q-Former) sits in front of ``--target`` (llama-7b / opt-6.7b).
 
-    python bench/gpu_real_scale.py [--target llama-7b|opt-6.7b] [--steps 12] [--batch 16]
+Captions have realistic lengths: drawn from a COCO-like distribution (median ~12 tokens, 6-30),
+batched by length (``--bucket``: each micro-batch takes neighbours in length order, so padding to
+the batch's longest wastes little) or not (``--no-bucket``), padded to the longest in the batch.
+FLOPs per micro-batch come from ``vltool.models.flops`` on the padded shape (tested against
+torch's FLOP counter); MFU = FLOPs per second / the device's peak dense bf16 FLOP/s
+(``flops.PEAK_BF16_TFLOPS``). Prints one JSON line per (phase, micro-batch) and a summary.
+
+Levers (measure them one by one against the defaults):
+  --attn sdpa|eager        attention kernels of ViT, Q-Former and LLM (default sdpa)
+  --vit-dtype bf16|fp32    dtype of the frozen ViT (default bf16)
+  --compile-frozen         torch.compile the frozen LLM's decoder layers and the frozen ViT's layers
+  --fused-adamw            AdamW(fused=True) (CUDA)
+  --grad-ckpt              train.gradient_checkpointing (LLM, and the adapted ViT in mma)
+  --batches 8,16,32        micro-batch sizes to sweep (effective batch = micro x --accum)
+  --accum N                micro-batches per optimizer step (Accelerate's accumulate())
+
+    python bench/gpu_real_scale.py [--target llama-7b] [--phases stage2,mma] [--batches 16,32] [--steps 10]
+    python bench/gpu_real_scale.py --tiny    # the same code on tiny models on the CPU (times mean nothing)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
 from torch.utils.data import Dataset
 
+from vltool.models import flops as F
 from vltool.models import vlm
 from vltool.models.meta_count import arch, meta_blip2
+from vltool.training import loop as loop_module
 from vltool.training.loop import make_accelerator, train
 from vltool.training.settings import TrainSettings
 
+TINY_SOURCE = {"vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "image_size": 28, "patch_size": 14},
+               "qformer": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                           "cross_attention_frequency": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
+               "num_query_tokens": 4}
+TINY_TEXT = {"model_type": "llama", "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 4, "intermediate_size": 96, "vocab_size": 512, "rms_norm_eps": 1e-6,
+             "max_position_embeddings": 256}
 
-class Synthetic(Dataset):
-    """Random images and token ids laid out as vltool lays out captions (queries + BOS + text)."""
 
-    def __init__(self, n: int, q: int, text_len: int, vocab: int, image_token: int, size: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.pixels = torch.randn(n, 3, size, size, generator=g)
-        text = torch.randint(3, vocab - 1, (n, text_len), generator=g)
-        self.ids = torch.cat([torch.full((n, q), image_token), text], 1)
-        self.labels = torch.cat([torch.full((n, q), -100), text], 1)
+def caption_lengths(n: int, seed: int = 0, low: int = 6, high: int = 30) -> torch.Tensor:
+    """COCO-like caption lengths in LLM tokens (BOS + words + end): log-normal, median ~12, clipped."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.exp(torch.randn(n, generator=g) * 0.3 + math.log(12))
+    return raw.round().clamp(low, high).long()
+
+
+class Captions(Dataset):
+    """Random images and caption token rows of varying length (item i = index i; collate pads)."""
+
+    decodes_images = False
+
+    def __init__(self, n: int, lengths: torch.Tensor, vocab: int, image_size: int, bucket: bool) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.lengths = lengths
+        self.pixels = torch.randn(min(n, 64), 3, image_size, image_size, generator=g)  # reused: memory stays small
+        self.tokens = torch.randint(3, vocab - 2, (n, int(lengths.max())), generator=g)
+        self.bucket = bucket
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.lengths)
 
     def __getitem__(self, i: int) -> int:
         return i
+
+    def batch_sampler(self, micro, accum, world, rank, seed, total, start_step):
+        """Length-bucketed micro-batches: neighbours in length order (shuffled bucket order), or random."""
+        g = torch.Generator().manual_seed(seed)
+        order = torch.argsort(self.lengths, stable=True) if self.bucket else torch.randperm(len(self), generator=g)
+        chunks = [order[i:i + micro].tolist() for i in range(0, len(order) - micro + 1, micro)]
+        pick = torch.randperm(len(chunks), generator=g).tolist()
+        needed = (total - start_step) * accum * world
+        out = [chunks[pick[k % len(pick)]] for k in range(start_step * accum * world, start_step * accum * world + needed)]
+        return out[rank::world]
+
+
+def vpg_collate(data: Captions, q: int, image_token: int, pad: int, dtype, counter: dict, config, stage: str,
+                cache: torch.Tensor | None = None):
+    def collate(idx):
+        longest = int(data.lengths[idx].max())
+        n = len(idx)
+        text = torch.full((n, longest), pad)
+        mask = torch.zeros(n, longest, dtype=torch.long)
+        for row, i in enumerate(idx):
+            length = int(data.lengths[i])
+            text[row, :length] = data.tokens[i, :length]
+            mask[row, :length] = 1
+        ids = torch.cat([torch.full((n, q), image_token), text], 1)
+        labels = torch.cat([torch.full((n, q), -100), text.masked_fill(mask == 0, -100)], 1)
+        batch = {"input_ids": ids, "attention_mask": torch.cat([torch.ones(n, q, dtype=torch.long), mask], 1),
+                 "labels": labels}
+        if cache is not None:
+            batch["query_output"] = cache[torch.tensor(idx) % len(cache)]
+        else:
+            batch["pixel_values"] = data.pixels[torch.tensor(idx) % len(data.pixels)].to(dtype)
+        counter["flops"].append(F.vpgtrans_flops(config, stage, n, longest).total)
+        counter["tokens"].append((int(mask.sum()), n * longest))
+        return batch
+
+    return collate
 
 
 def random_init_(model: torch.nn.Module) -> None:
@@ -52,78 +125,204 @@ def random_init_(model: torch.nn.Module) -> None:
                 p.normal_(0.0, 0.02)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--source", default="blip2-opt-2.7b")
-    ap.add_argument("--target", default="llama-7b")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--text-len", type=int, default=32)
-    args = ap.parse_args()
-    device = torch.device("cuda")
-    source, target = arch(args.source), arch(args.target)["text"]
+def compile_layers(module: torch.nn.Module) -> None:
+    """torch.compile each transformer layer of a frozen sub-model (its ModuleList entries)."""
+    for child in module.modules():
+        if isinstance(child, torch.nn.ModuleList):
+            for i, layer in enumerate(child):
+                child[i] = torch.compile(layer)
+            return
+
+
+def use_fused_adamw(on: bool) -> None:
+    original = loop_module.build_optimizer
+
+    def build(model, settings):
+        opt = original(model, settings)
+        if not on:
+            return opt
+        return torch.optim.AdamW(opt.param_groups, lr=settings.lr, betas=tuple(settings.betas), fused=True)
+
+    loop_module.build_optimizer = build
+
+
+def timed_run(model, loss_fn, data, collate, args, micro, counter, accelerator, device, settings_extra=None):
+    counter["flops"].clear()
+    counter["tokens"].clear()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    settings = TrainSettings(lr=1e-4, schedule="constant", max_steps=args.steps, batch_size=micro * args.accum,
+                             micro_batch_size=micro, precision="bf16" if device.type == "cuda" else "no",
+                             log_every=1, seed=0, num_workers=0, gradient_checkpointing=args.grad_ckpt,
+                             **(settings_extra or {}))
+    started = time.perf_counter()
+    result = train(model, loss_fn, data, settings, collate_fn=collate, accelerator=accelerator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rows = [r for r in result.history if "samples_per_s" in r]
+    skip = min(2, len(rows) - 1)  # warm-up / compile iterations
+    rows = rows[skip:]
+    speed = sum(r["samples_per_s"] for r in rows) / len(rows)
+    per_step = args.accum
+    flops = counter["flops"][skip * per_step:]
+    per_sample = sum(flops) / (len(flops) * micro)
+    real, padded = map(sum, zip(*counter["tokens"], strict=True))
+    peak = F.peak_tflops(torch.cuda.get_device_name()) if device.type == "cuda" else None
+    return {"micro_batch": micro, "accum": args.accum, "samples_per_s": round(speed, 2),
+            "flops_per_sample": f"{per_sample:.4g}", "tflops_per_s": round(speed * per_sample / 1e12, 4),
+            "mfu": round(speed * per_sample / (peak * 1e12), 4) if peak else None,
+            "text_padding_share": round(1 - real / padded, 3),
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1024**3, 2) if device.type == "cuda" else None,
+            "wall_s": round(time.perf_counter() - started, 1), "last_loss": round(rows[-1]["loss"], 4)}
+
+
+def vpgtrans_phases(args, device, dtype, accelerator, results):
+    if args.tiny:
+        source, target = TINY_SOURCE, TINY_TEXT
+    else:
+        source, target = arch(args.source), arch(args.target)["text"]
     model = meta_blip2(source, target)
     image_token = target["vocab_size"] - 1
     model.config.image_token_index = image_token
+    for sub in (model, model.vision_model, model.qformer, model.language_model):
+        sub.config._attn_implementation = args.attn
     model.to_empty(device=device)
     random_init_(model)
-    model.to(torch.bfloat16)
-    q = source["num_query_tokens"]
-    data = Synthetic(args.batch * (args.steps + 2), q, args.text_len, target["vocab_size"], image_token,
-                     source["vision"]["image_size"])
-    accelerator = make_accelerator("bf16")
-    results: dict[str, object] = {"gpu": torch.cuda.get_device_name(), "source": args.source,
-                                  "target": args.target, "batch": args.batch, "text_tokens": args.text_len}
+    model.to(dtype)
+    if args.vit_dtype == "fp32":
+        model.vision_model.float()
+    if args.compile_frozen:
+        compile_layers(model.language_model)
+        compile_layers(model.vision_model)
+    q = model.config.num_query_tokens
+    size = model.config.vision_config.image_size
+    n = max(args.batches) * args.accum * (args.steps + 2)
+    data = Captions(n, caption_lengths(n), target["vocab_size"], size, args.bucket)
+    counter: dict = {"flops": [], "tokens": []}
+    vit_dtype = torch.float32 if args.vit_dtype == "fp32" else dtype
+    cache = None
+    if "warmup_cached" in args.phases:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            cache = torch.cat([vlm.query_output(model, data.pixels[i:i + 32].to(device, vit_dtype))
+                               for i in range(0, len(data.pixels), 32)]).float()
+    for phase in [p for p in args.phases if p in F.VPGTRANS_STAGES]:
+        parts = vlm.STAGE2_PARTS if phase == "stage2" else vlm.WARMUP_PARTS
+        for micro in args.batches:
+            vlm.set_trainable(model, parts)
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.data = p.data.float()  # fp32 master weights of what trains
+            collate = vpg_collate(data, q, image_token, 0, vit_dtype, counter, model.config, phase,
+                                  cache if phase == "warmup_cached" else None)
+            row = {"phase": phase, **_try(lambda c=collate, m=micro: timed_run(model, vlm.caption_loss, data, c, args,
+                                                                            m, counter, accelerator, device))}
+            results.append(row)
+            print(json.dumps(row), flush=True)
 
-    def collate_pixels(idx):
-        return {"pixel_values": data.pixels[idx].to(torch.bfloat16), "input_ids": data.ids[idx],
-                "attention_mask": torch.ones_like(data.ids[idx]), "labels": data.labels[idx]}
 
-    def run(phase: str, trainable: tuple[str, ...], collate) -> None:
-        model.requires_grad_(False)
-        parts = {"projector": model.language_projection, "qformer": model.qformer,
-                 "ln_vision": model.vision_model.post_layernorm}
-        for part in trainable:
-            if part == "query_tokens":
-                model.query_tokens.data = model.query_tokens.data.float()
-                model.query_tokens.requires_grad_(True)
-            else:
-                parts[part].float().requires_grad_(True)
-        torch.cuda.reset_peak_memory_stats()
-        settings = TrainSettings(lr=1e-4, schedule="constant", max_steps=args.steps, batch_size=args.batch,
-                                 precision="bf16", log_every=1, seed=0)
-        started = time.perf_counter()
-        result = train(model, vlm.caption_loss, data, settings, collate_fn=collate, accelerator=accelerator)
-        torch.cuda.synchronize()
-        rows = [r for r in result.history if "samples_per_s" in r][2:]  # skip warm-up iterations
-        results[phase] = {
-            "samples_per_s": round(sum(r["samples_per_s"] for r in rows) / len(rows), 2),
-            "step_s": round(args.batch / (sum(r["samples_per_s"] for r in rows) / len(rows)), 4),
-            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1024**3, 2),
-            "wall_s": round(time.perf_counter() - started, 1),
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "last_loss": rows[-1]["loss"],
-        }
-        print(json.dumps({phase: results[phase]}), flush=True)
+def _try(fn):
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        return {"error": "out of memory"}
 
-    # Feature cache: the frozen VPG's outputs, computed once per image.
-    started = time.perf_counter()
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        cache = torch.cat([vlm.query_output(model, data.pixels[i:i + 64].to(device, torch.bfloat16))
-                           for i in range(0, len(data), 64)]).float()
-    torch.cuda.synchronize()
-    results["feature_cache_build_s_per_image"] = round((time.perf_counter() - started) / len(data), 5)
 
-    def collate_cached(idx):
-        return {"query_output": cache[idx], "input_ids": data.ids[idx],
-                "attention_mask": torch.ones_like(data.ids[idx]), "labels": data.labels[idx]}
+def mma_phase(args, device, dtype, accelerator, results):
+    import gpu_mma_real_scale as mma_bench
+    from transformers import CLIPVisionModel
 
-    run("warmup_cached", ("projector",), collate_cached)
-    run("warmup_uncached", ("projector",), collate_pixels)
-    run("stage2", ("qformer", "query_tokens", "ln_vision", "projector"), collate_pixels)
-    results["feature_cache_speedup"] = round(results["warmup_cached"]["samples_per_s"]
-                                             / results["warmup_uncached"]["samples_per_s"], 3)
-    print(json.dumps(results, indent=2))
+    from vltool.models.mma.build import build_clip_mma
+    from vltool.models.mma.inject import AdapterSettings
+    from vltool.models.mma.layout import VISUAL
+    from vltool.models.mma.mma_model import mma_loss
+
+    config, vision_config = mma_bench.configs(args.tiny)
+    config._attn_implementation = args.attn
+    vision_config._attn_implementation = args.attn
+    lm = mma_bench.build_lm(config, device, dtype)
+    vision = mma_bench.build_frozen(CLIPVisionModel, vision_config, device,
+                                    torch.float32 if args.vit_dtype == "fp32" else dtype)
+    if args.compile_frozen:
+        compile_layers(lm)
+        compile_layers(vision)
+    adapter = AdapterSettings()
+    model = build_clip_mma(lm, vision, adapter, "attn", visual_tokens=6 if not args.tiny else 2, vision_adapters=True)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    visual = 6 if not args.tiny else 2
+    n = max(args.batches) * args.accum * (args.steps + 2)
+    # ScienceQA-like rows: prompt (context + question + options) + answer with explanation, ~100-400 tokens.
+    g = torch.Generator().manual_seed(2)
+    lengths = (torch.exp(torch.randn(n, generator=g) * 0.35 + math.log(180))).round().clamp(64, args.mma_max_len).long()
+    if args.tiny:
+        lengths = (lengths // 16).clamp(min=8)
+    data = Captions(n, lengths, config.vocab_size, vision_config.image_size, args.bucket)
+    counter: dict = {"flops": [], "tokens": []}
+    spec = {"bottleneck": adapter.bottleneck, "groups": adapter.groups, "router": adapter.router}
+
+    def collate(idx):
+        longest = int(data.lengths[idx].max()) + 2 + visual
+        rows = len(idx)
+        ids = torch.zeros(rows, longest, dtype=torch.long)
+        mask = torch.zeros(rows, longest, dtype=torch.long)
+        labels = torch.full((rows, longest), -100)
+        for r, i in enumerate(idx):
+            length = int(data.lengths[i])
+            row = torch.cat([torch.tensor([1]), torch.full((visual,), VISUAL), data.tokens[i, :length]])
+            ids[r, :len(row)] = row
+            mask[r, :len(row)] = 1
+            labels[r, len(row) - length // 4:len(row)] = row[len(row) - length // 4:]
+        counter["flops"].append(F.mma_flops(config, vision_config, spec, "attn", rows, longest, rows,
+                                            visual_tokens=visual).total)
+        counter["tokens"].append((int(mask.sum()), rows * longest))
+        return {"input_ids": ids, "attention_mask": mask, "modality": torch.ones(rows, dtype=torch.long),
+                "pixel_values": data.pixels[torch.tensor(idx) % len(data.pixels)].to(dtype), "labels": labels}
+
+    for micro in args.batches:
+        row = {"phase": "mma", **_try(lambda micro=micro: timed_run(model, mma_loss, data, collate, args, micro, counter,
+                                                                    accelerator, device))}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--source", default="blip2-opt-2.7b")
+    ap.add_argument("--target", default="llama-7b")
+    ap.add_argument("--phases", default="warmup_cached,warmup,stage2,mma")
+    ap.add_argument("--batches", default="16,32")
+    ap.add_argument("--accum", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    ap.add_argument("--vit-dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--compile-frozen", action="store_true")
+    ap.add_argument("--fused-adamw", action="store_true")
+    ap.add_argument("--grad-ckpt", action="store_true")
+    ap.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--mma-max-len", type=int, default=400)
+    ap.add_argument("--tiny", action="store_true", help="tiny models on the CPU: a smoke run, times mean nothing")
+    args = ap.parse_args()
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    use_fused_adamw(args.fused_adamw and device.type == "cuda")
+    accelerator = make_accelerator("bf16" if device.type == "cuda" else "no", cpu=device.type == "cpu")
+    header = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "peak_bf16_tflops": F.peak_tflops(torch.cuda.get_device_name()) if device.type == "cuda" else None,
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+              "levers": {k: getattr(args, k) for k in ("attn", "vit_dtype", "compile_frozen", "fused_adamw", "grad_ckpt",
+                                                       "bucket", "accum")},
+              "source": "tiny" if args.tiny else args.source, "target": "tiny" if args.tiny else args.target}
+    print(json.dumps(header), flush=True)
+    results: list[dict] = []
+    if any(p in F.VPGTRANS_STAGES for p in args.phases):
+        vpgtrans_phases(args, device, dtype, accelerator, results)
+    if "mma" in args.phases:
+        mma_phase(args, device, dtype, accelerator, results)
+    print(json.dumps({"summary": header | {"results": results}}, indent=1))
 
 
 if __name__ == "__main__":

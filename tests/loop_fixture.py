@@ -79,7 +79,8 @@ def main(argv: list[str]) -> None:
     crash = int(argv[argv.index("--crash-at") + 1]) if "--crash-at" in argv else None
     torch.manual_seed(0)
     model = TinyNet()
-    accelerator = make_accelerator("no", cpu=True)
+    # VLTOOL_FIXTURE_GPU=1: on the GPUs (bench/gpu_distributed_check.sh runs FSDP / ZeRO configs there).
+    accelerator = make_accelerator("no", cpu=os.environ.get("VLTOOL_FIXTURE_GPU") != "1")
     cfg = settings(steps, save_every=2, eval_every=1 if crash else 0)
     result = train(model, mse, make_data(), cfg, run_dir=run_dir, resume=resume,
                    eval_fn=CrashAt(crash) if crash else None, accelerator=accelerator)
