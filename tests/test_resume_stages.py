@@ -47,6 +47,19 @@ def assert_same_artifact(a: Path, b: Path, weights: str) -> None:
     assert curve(a) == curve(b)
 
 
+def interrupted_equals_straight(home: Path, args: list[str], tmp: Path, faults: list[str], weights: str) -> Path:
+    """Run ``args`` straight, and again stopped by each fault in turn (resuming after the first),
+    then resumed to the end; the two artifacts must be identical. Returns the resumed one."""
+    straight, broken = tmp / "straight", tmp / "broken"
+    ok(vltool(home, [*args, "--out", str(straight)]))
+    for i, fault in enumerate(faults):
+        stopped = vltool(home, [*args, "--out", str(broken), *(["--resume"] if i else [])], fault=fault)
+        assert stopped.returncode == {"KILL": -9, "INT": 130}[fault.rsplit(":", 1)[1]], stopped.stderr[-2000:]
+    ok(vltool(home, [*args, "--out", str(broken), "--resume"]))
+    assert_same_artifact(straight, broken, weights)
+    return broken
+
+
 def test_transfer_in_one_process_resumes_exactly_after_kill_and_ctrl_c(quick_world: Path, tmp_path: Path) -> None:
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     ok(vltool(quick_world, [*TRANSFER, "--out", str(straight)]))
@@ -88,20 +101,12 @@ def test_resume_rules_protect_long_runs(quick_world: Path, tmp_path: Path) -> No
 def test_warmup_and_from_warmup_resume_exactly(quick_world: Path, tmp_path: Path) -> None:
     warm_args = ["warmup", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
                  "--val-data", "demo:caption", "warmup.max_steps=10", *SMALL]
-    ok(vltool(quick_world, [*warm_args, "--out", str(tmp_path / "w1")]))
-    assert vltool(quick_world, [*warm_args, "--out", str(tmp_path / "w2")], fault="warmup:5:KILL").returncode == -9
-    ok(vltool(quick_world, [*warm_args, "--out", str(tmp_path / "w2"), "--resume"]))
-    assert_same_artifact(tmp_path / "w1", tmp_path / "w2", "vpg.safetensors")
+    warm = interrupted_equals_straight(quick_world, warm_args, tmp_path / "warm", ["warmup:5:KILL"], "vpg.safetensors")
 
-    cont = ["transfer", "--from-warmup", str(tmp_path / "w1"), "train.max_steps=12", *SMALL]
-    ok(vltool(quick_world, [*cont, "--out", str(tmp_path / "t1")]))
-    assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2")], fault="finetune:7:KILL").returncode == -9
-    assert vltool(quick_world, [*cont, "--out", str(tmp_path / "t2"), "--resume"],
-                  fault="finetune:9:INT").returncode == 130
-    ok(vltool(quick_world, [*cont, "--out", str(tmp_path / "t2"), "--resume"]))
-    assert_same_artifact(tmp_path / "t1", tmp_path / "t2", "vpg.safetensors")
-
-    other = vltool(quick_world, [*cont, "--dst", "demo-opt-l", "--out", str(tmp_path / "t3")])
+    cont = ["transfer", "--from-warmup", str(warm), "train.max_steps=12", *SMALL]
+    interrupted_equals_straight(quick_world, cont, tmp_path / "cont", ["finetune:7:KILL", "finetune:9:INT"],
+                                "vpg.safetensors")
+    other = vltool(quick_world, [*cont, "--dst", "demo-opt-l", "--out", str(tmp_path / "other")])
     assert other.returncode == 2
     assert "--dst demo-opt-l" in other.stderr and "demo-llama" in other.stderr
 
@@ -124,9 +129,5 @@ def test_tune_mma_resumes_exactly(quick_world: Path, tmp_path: Path, front_end: 
                 "adapter.vision=true"]
     args = ["tune-mma", *base, "--data", "demo:sqa", "--data", "demo:text", "--val-data", "demo:sqa",
             "train.max_steps=14", *SMALL]
-    ok(vltool(quick_world, [*args, "--out", str(tmp_path / "m1")]))
-    assert vltool(quick_world, [*args, "--out", str(tmp_path / "m2")], fault="tune-mma:7:KILL").returncode == -9
-    assert vltool(quick_world, [*args, "--out", str(tmp_path / "m2"), "--resume"],
-                  fault="tune-mma:12:INT").returncode == 130
-    ok(vltool(quick_world, [*args, "--out", str(tmp_path / "m2"), "--resume"]))
-    assert_same_artifact(tmp_path / "m1", tmp_path / "m2", "adapters.safetensors")
+    interrupted_equals_straight(quick_world, args, tmp_path, ["tune-mma:7:KILL", "tune-mma:12:INT"],
+                                "adapters.safetensors")
