@@ -43,7 +43,8 @@ class ArtifactWriter:
     and leaves any previous artifact untouched.
     """
 
-    def __init__(self, out_dir: Path, kind: str, force: bool = False) -> None:
+    def __init__(self, out_dir: Path, kind: str, force: bool = False, started: float | None = None) -> None:
+        """``started``: ``time.perf_counter()`` when the stage began, so ``wall_time_s`` is the stage's."""
         if kind not in KINDS:
             raise ValueError(f"unknown artifact kind {kind!r}")
         self.out_dir = Path(out_dir)
@@ -61,7 +62,7 @@ class ArtifactWriter:
             "inputs": {},
             "metrics": {},
         }
-        self._started = time.perf_counter()
+        self._started = time.perf_counter() if started is None else started
 
     def __enter__(self) -> Self:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -9,6 +9,7 @@ a JSON config that names and fingerprints the base model.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
 
 def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         reporter: Reporter | None = None) -> Path:
+    started = time.perf_counter()
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
     run_dir = out.parent / f".{out.name}.run"
@@ -91,7 +93,7 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         "text_only_samples": sum(s.image is None for s in train_samples),
     }
     if accelerator.is_main_process:
-        with ArtifactWriter(out, "adapters", force=force) as writer:
+        with ArtifactWriter(out, "adapters", force=force, started=started) as writer:
             writer.save_tensors("adapters.safetensors", loading.trainable_state(trained))
             writer.save_json("configs/mma.json", {"front_end": cfg.front_end, "adapter": cfg.adapter.model_dump(),
                                                   "max_length": cfg.max_length,

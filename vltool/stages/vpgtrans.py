@@ -358,11 +358,12 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
 
 
 def _save(setup: Setup, model, cfg: VPGTransRecipe, out: Path, force: bool, rows: list[dict],
-          metrics: dict[str, Any], accelerator, converter_report: dict | None = None) -> Path:
+          metrics: dict[str, Any], accelerator, converter_report: dict | None = None,
+          started: float | None = None) -> Path:
     """Write the vpg artifact: trained tensors + configs + references to the frozen ViT and LLM."""
     if not accelerator.is_main_process:
         return out
-    with ArtifactWriter(out, "vpg", force=force) as writer:
+    with ArtifactWriter(out, "vpg", force=force, started=started) as writer:
         tensors = {f"qformer.{k}": v for k, v in model.qformer.state_dict().items()}
         tensors.update({f"ln_vision.{k}": v for k, v in model.vision_model.post_layernorm.state_dict().items()})
         tensors.update({f"projector.{k}": v for k, v in model.language_projection.state_dict().items()})
@@ -407,6 +408,7 @@ def _final_eval(rows: list[dict]) -> dict[str, float]:
 def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool = False,
                reporter: Reporter | None = None) -> Path:
     """Stage 1 only; writes a vpg artifact that ``transfer --from-warmup`` continues from."""
+    started = time.perf_counter()
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
     claim_run_folder(_run_root(out), resume, force)
@@ -416,7 +418,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
                "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
                "steps_total": timing["steps"], "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
-    path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator)
+    path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator, started=started)
     if accelerator.is_main_process:
         shutil.rmtree(_run_root(out), ignore_errors=True)
     return path
@@ -425,6 +427,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
 def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None, force: bool = False,
                  resume: bool = False, reporter: Reporter | None = None) -> Path:
     """Warm-up (unless continuing from one, or from scratch), then stage-2 VPG fine-tuning."""
+    started = time.perf_counter()
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
     if from_warmup is not None:
@@ -456,7 +459,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     metrics.update({**_final_eval(rows), "finetune_steps": timing["steps"], "steps_total": offset + timing["steps"],
                     "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s"),
                     "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)})
-    path = _save(setup, model, cfg, out, force, rows, metrics, accelerator)
+    path = _save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
     if accelerator.is_main_process:
         shutil.rmtree(_run_root(out), ignore_errors=True)
     return path
