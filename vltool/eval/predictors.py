@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vltool.data.image_batches import image_chunks
 from vltool.data.sample import Sample
 from vltool.data.text_batches import TextEncoder
 from vltool.errors import UserError
@@ -33,6 +34,7 @@ class GenerationSettings:
     min_new_tokens: int = 0
     num_beams: int = 1
     prompt: str = ""  # recipe eval.prompt: the prompt of samples that have none (captions); "" keeps the model's
+    workers: int = 0  # DataLoader workers decoding the next batches' images (vltool eval / predict)
 
 
 def with_prompt(samples: Sequence[Sample], prompt: str) -> list[Sample]:
@@ -78,11 +80,10 @@ class Predictor:
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-    def _generate_images(self, samples: list[Sample], cfg: GenerationSettings) -> list[str]:
+    def _generate_images(self, samples: list[Sample], images: list, cfg: GenerationSettings) -> list[str]:
         from vltool.models import vlm
 
-        pixels = torch.stack([self.preprocess(s.image) for s in samples])
-        return vlm.generate(self.blip2, self.layout, pixels, [s.prompt for s in samples],
+        return vlm.generate(self.blip2, self.layout, torch.stack(images), [s.prompt for s in samples],
                             max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
                             min_new_tokens=cfg.min_new_tokens)
 
@@ -96,16 +97,20 @@ class Predictor:
             raise UserError(f"{self.name} is a text-only model but the data has images; give a vpg artifact "
                             f"or a BLIP-2 model")
         done = 0
-        for indices, fn in ((with_image, self._generate_images), (text_only, None)):
-            for start in range(0, len(indices), cfg.batch_size):
-                chunk = indices[start:start + cfg.batch_size]
-                batch = [samples[i] for i in chunk]
-                texts = fn(batch, cfg) if fn else self._generate_text([s.prompt for s in batch], cfg)
-                for i, t in zip(chunk, texts):
-                    out[i] = t
-                done += len(chunk)
-                if progress:
-                    progress(done)
+        image_batches = [with_image[i:i + cfg.batch_size] for i in range(0, len(with_image), cfg.batch_size)]
+        text_batches = [text_only[i:i + cfg.batch_size] for i in range(0, len(text_only), cfg.batch_size)]
+        decoded = image_chunks(samples, image_batches, self.preprocess, cfg.workers) if image_batches else iter(())
+        for chunk in [*image_batches, *text_batches]:
+            batch = [samples[i] for i in chunk]
+            if batch[0].image is not None:
+                texts = self._generate_images(batch, next(decoded), cfg)
+            else:
+                texts = self._generate_text([s.prompt for s in batch], cfg)
+            for i, t in zip(chunk, texts):
+                out[i] = t
+            done += len(chunk)
+            if progress:
+                progress(done)
         return [t or "" for t in out]
 
     @torch.no_grad()
@@ -138,9 +143,9 @@ class MMAPredictor(Predictor):
     def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:
         samples = with_prompt(samples, cfg.prompt)
         out: list[str] = []
-        for start in range(0, len(samples), cfg.batch_size):
-            chunk = samples[start:start + cfg.batch_size]
-            images = [self.preprocess(s.image) if s.image is not None else None for s in chunk]
+        chunks = [list(range(i, min(i + cfg.batch_size, len(samples)))) for i in range(0, len(samples), cfg.batch_size)]
+        for indices, images in zip(chunks, image_chunks(samples, chunks, self.preprocess, cfg.workers)):
+            chunk = [samples[i] for i in indices]
             batch = self.collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
             out += self.model.generate({k: v.to(self.device) for k, v in batch.items()}, self.tokenizer,
                                        cfg.max_new_tokens)
