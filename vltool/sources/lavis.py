@@ -114,6 +114,21 @@ def map_vision(state: dict[str, torch.Tensor], prefix: str = "visual_encoder.") 
     return out
 
 
+def qformer_key(key: str) -> str | None:
+    """The HF name of a LAVIS query-path tensor (query tokens, ln_vision, Q-Former embeddings norm and
+    encoder layers), shared by stage-1 and stage-2 checkpoints; None for anything else."""
+    if key == "query_tokens":
+        return key
+    if key.startswith("ln_vision."):
+        return "vision_model.post_layernorm." + key[len("ln_vision."):]
+    if key.startswith("Qformer.bert.embeddings.LayerNorm."):
+        return "qformer.layernorm." + key[len("Qformer.bert.embeddings.LayerNorm."):]
+    if key.startswith("Qformer.bert.encoder."):
+        name = "qformer.encoder." + key[len("Qformer.bert.encoder."):]
+        return re.sub(r"\.(attention|crossattention)\.self\.", r".\1.attention.", name)
+    return None
+
+
 def map_lavis(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Counter, str | None]:
     """(HF-named tensors, skipped tensors counted by reason, the projector prefix found)."""
     out = map_vision(state)
@@ -122,17 +137,10 @@ def map_lavis(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     for key, value in state.items():
         if key.startswith("visual_encoder."):
             continue
-        if key == "query_tokens":
-            out["query_tokens"] = value
-        elif key.startswith("ln_vision."):
-            out["vision_model.post_layernorm." + key[len("ln_vision."):]] = value
-        elif key.startswith("Qformer.bert.embeddings.LayerNorm."):
-            out["qformer.layernorm." + key[len("Qformer.bert.embeddings.LayerNorm."):]] = value
-        elif (reason := _skip_reason(key)) is not None:
+        if (reason := _skip_reason(key)) is not None:
             skipped[reason] += 1
-        elif key.startswith("Qformer.bert.encoder."):
-            name = "qformer.encoder." + key[len("Qformer.bert.encoder."):]
-            out[re.sub(r"\.(attention|crossattention)\.self\.", r".\1.attention.", name)] = value
+        elif (name := qformer_key(key)) is not None:
+            out[name] = value
         elif key.startswith(PROJECTOR_PREFIXES):
             found = key.split(".")[0] + "."
             if projector not in (None, found):

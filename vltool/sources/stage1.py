@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from vltool.errors import UserError
-from vltool.sources.lavis import PROJECTOR_PREFIXES, check_tensors, map_vision
+from vltool.sources.lavis import PROJECTOR_PREFIXES, check_tensors, map_vision, qformer_key
 
 STAGE1_ARCH = "Blip2ForImageTextRetrieval"
 _HEADS = {"vision_proj.": "vision_projection.", "text_proj.": "text_projection.", "itm_head.": "itm_head."}
@@ -69,17 +69,10 @@ def map_stage1(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
         head = next((p for p in _HEADS if key.startswith(p)), None)
         if reason is not None:
             skipped[reason] += 1
-        elif key == "query_tokens":
-            out["query_tokens"] = value
-        elif key.startswith("ln_vision."):
-            out["vision_model.post_layernorm." + key[len("ln_vision."):]] = value
-        elif key.startswith("Qformer.bert.embeddings.LayerNorm."):
-            out["qformer.layernorm." + key[len("Qformer.bert.embeddings.LayerNorm."):]] = value
-        elif key.startswith("Qformer.bert.embeddings."):
+        elif (name := qformer_key(key)) is not None:
+            out[name] = value
+        elif key.startswith("Qformer.bert.embeddings."):  # the text side stage 1 keeps
             out["embeddings." + key[len("Qformer.bert.embeddings."):]] = value
-        elif key.startswith("Qformer.bert.encoder."):
-            name = "qformer.encoder." + key[len("Qformer.bert.encoder."):]
-            out[re.sub(r"\.(attention|crossattention)\.self\.", r".\1.attention.", name)] = value
         elif head is not None:
             out[_HEADS[head] + key[len(head):]] = value
         else:
