@@ -33,7 +33,7 @@ class DataSection(Strict):
         "(random resized crop, scale 0.5-1, + horizontal flip); needs warmup.feature_cache=false"
     )
     max_train_samples: int | None = Field(None, ge=1)
-    max_val_samples: int | None = Field(None, ge=1)
+    max_val_samples: int | None = Field(None, ge=1, description="at most N validation samples per val spec")
 
 
 class EvalSection(Strict):

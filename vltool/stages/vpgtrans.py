@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class Setup:
     train_set: MixedVLData
     val_set: VLDataset | None
     metrics: dict[str, float]
+    val_by_spec: dict[str, list] = field(default_factory=dict)  # the val samples, per spec, for scoring
 
 
 def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | None):
@@ -176,9 +177,9 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     image_token = _image_token(tokenizer, lm)
     sources, train_report = _train_sources(cfg)
     train_samples = [s for src in sources for s in src.samples or []]
-    val_samples = None
-    if cfg.data.val:
-        val_samples, _ = _samples(cfg.data.val, "val", cfg, cfg.data.max_val_samples)
+    # each validation spec read once, at most data.max_val_samples samples each; scored per spec
+    val_by_spec = {spec: _samples([spec], "val", cfg, cfg.data.max_val_samples)[0] for spec in cfg.data.val}
+    val_samples = [s for samples in val_by_spec.values() for s in samples] or None
     metrics: dict[str, float] = {**{f"data_{k}": float(v) for k, v in train_report.items()}}
     width = lm.config.hidden_size
     embed_width = lm.get_input_embeddings().weight.shape[1]
@@ -217,7 +218,7 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     augment = Blip2TrainTransform(source.image_processor) if cfg.data.augment == "blip2" else None
     train_set = MixedVLData(sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images)
     val_set = VLDataset(val_samples, preprocess) if val_samples else None
-    return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics)
+    return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics, val_by_spec)
 
 
 def make_eval(setup: Setup, cfg: VPGTransRecipe):
@@ -235,7 +236,7 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
 
     samples = setup.val_set.samples
     collate = VLCollator(setup.val_set, setup.layout)
-    by_spec = {spec: _samples([spec], "val", cfg, cfg.data.max_val_samples)[0] for spec in cfg.data.val}
+    by_spec = setup.val_by_spec
     generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
                                     min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt)
     preprocess = image_preprocessor(setup.source.image_processor)
