@@ -72,11 +72,9 @@ def _reporter():
 
 
 def _recipe(recipe: str | None, stage: str, overrides: list[str] | None, flags: dict[str, Any]):
-    from vltool.config.loader import load_recipe
-    from vltool.config.shipped import find_recipe
+    from vltool.config.shipped import load_named_recipe
 
-    path = find_recipe(recipe) if recipe else None
-    return load_recipe(path, stage, overrides or [], flags)
+    return load_named_recipe(recipe, stage, overrides, flags)
 
 
 def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:

@@ -46,3 +46,12 @@ def find_recipe(name: str) -> Path:
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; see 'vltool recipes list'"
     raise UserError(f"no recipe named {name!r}{hint}")
+
+
+def load_named_recipe(name: str | None, stage: str, overrides: list[str] | None = None,
+                      flags: dict | None = None):
+    """A recipe as every command loads it: the shipped name or path (none: the stage defaults),
+    then the flags, then ``key=value`` overrides."""
+    from vltool.config.loader import load_recipe
+
+    return load_recipe(find_recipe(name) if name else None, stage, overrides or [], flags or {})

@@ -24,6 +24,7 @@ from typing import Any
 
 from vltool.artifacts import ensure_writable
 from vltool.artifacts.environment import package_versions
+from vltool.config.shipped import load_named_recipe
 from vltool.demo import report as rep
 from vltool.demo.findings import findings
 from vltool.errors import UserError
@@ -63,14 +64,6 @@ class Step:
     background: bool = False
 
 
-def _recipe(name: str | None, stage: str, overrides: list[str], flags: dict[str, Any]) -> Any:
-    """A recipe as the CLI loads it: shipped file, then flags, then ``key=value`` overrides."""
-    from vltool.config.loader import load_recipe
-    from vltool.config.shipped import find_recipe
-
-    return load_recipe(find_recipe(name) if name else None, stage, overrides, flags)
-
-
 def commands(out: Path, quick: bool) -> list[Step]:
     """The pipeline: the same lines, in the same order, as ``recipes/demo.sh``."""
     from vltool.stages import evaluate, merge, tune_mma, vpgtrans, zoo
@@ -83,25 +76,25 @@ def commands(out: Path, quick: bool) -> list[Step]:
     scratch_flags = {"from_scratch": True, "scratch_qformer": SCRATCH_QFORMER}
 
     def transfer_call(r: Reporter) -> Any:
-        cfg = _recipe(RECIPE, "transfer", p["transfer"], vpgtrans.flags_from_warmup(warm))
+        cfg = load_named_recipe(RECIPE, "transfer", p["transfer"], vpgtrans.flags_from_warmup(warm))
         return vpgtrans.run_transfer(cfg, transfer, from_warmup=warm, force=True, reporter=r)
 
     def eval_call(r: Reporter) -> Any:
-        cfg = _recipe(None, "eval", [], {"data.eval": EVAL_DATA, "eval.max_samples": p["eval_samples"]})
+        cfg = load_named_recipe(None, "eval", [], {"data.eval": EVAL_DATA, "eval.max_samples": p["eval_samples"]})
         return evaluate.run(cfg, [str(m) for m in models], out=eval_out, force=True, reporter=r)
 
     def mma_call(target: Path, flags: dict[str, Any]) -> Callable[[Reporter], Any]:
-        return lambda r: tune_mma.run(_recipe(MMA_RECIPE, "tune-mma", p["mma"], {"model": str(transfer), **flags}),
+        return lambda r: tune_mma.run(load_named_recipe(MMA_RECIPE, "tune-mma", p["mma"], {"model": str(transfer), **flags}),
                                       target, force=True, reporter=r)
 
     return [
         Step("zoo build", ["zoo", "build", "--only", ",".join(DEMO_MODELS), *(["--quick"] if quick else [])],
              lambda r: zoo.build(quick=quick, only=DEMO_MODELS, reporter=r)),
         Step("warmup", ["warmup", "-r", RECIPE, "--out", str(warm), "--force", *p["warmup"]],
-             lambda r: vpgtrans.run_warmup(_recipe(RECIPE, "warmup", p["warmup"], {}), warm, force=True, reporter=r)),
+             lambda r: vpgtrans.run_warmup(load_named_recipe(RECIPE, "warmup", p["warmup"], {}), warm, force=True, reporter=r)),
         Step("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--qformer", SCRATCH_QFORMER,
                               "--out", str(scratch), "--force", *p["scratch"]],
-             lambda r: vpgtrans.run_transfer(_recipe(RECIPE, "transfer", p["scratch"], scratch_flags), scratch,
+             lambda r: vpgtrans.run_transfer(load_named_recipe(RECIPE, "transfer", p["scratch"], scratch_flags), scratch,
                                              force=True, reporter=r),
              background=True),
         Step("transfer", ["transfer", "-r", RECIPE, "--from-warmup", str(warm), "--out", str(transfer), "--force",
