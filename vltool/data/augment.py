@@ -19,10 +19,13 @@ AUGMENTS = ("none", "blip2")
 
 
 class Blip2TrainTransform:
-    """PIL image + draw seed -> normalised [3, H, W] tensor (H, W, mean, std from an HF image processor)."""
+    """PIL image + draw seed -> normalised [3, H, W] tensor (H, W, mean, std from an HF image processor).
+
+    ``normalise=False``: the uint8 [3, H, W] crop instead, normalised on the device with ``pixel_scale``.
+    """
 
     def __init__(self, processor: Any, scale: tuple[float, float] = (0.5, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), normalise: bool = True) -> None:
         size = getattr(processor, "size", None) or {}
         height = size.get("height") or size.get("shortest_edge") or 224
         width = size.get("width") or size.get("shortest_edge") or height
@@ -32,6 +35,19 @@ class Blip2TrainTransform:
         self.std = np.asarray(getattr(processor, "image_std", None) or [0.26862954, 0.26130258, 0.27577711],
                               dtype=np.float32)
         self.scale, self.ratio = scale, ratio
+        self.normalise = normalise
+
+    @property
+    def pixel_scale(self):
+        """With ``normalise=False`` the transform returns uint8; this maps it to the normalised floats.
+
+        The table is this transform's own arithmetic applied to every uint8 value, so uint8 then
+        the table is bit-identical to ``normalise=True`` (``vltool.data.device_pixels``).
+        """
+        from vltool.data.device_pixels import PixelScale
+
+        values = np.arange(256, dtype=np.float32)[:, None].repeat(3, axis=1)
+        return PixelScale(torch.from_numpy(((values / 255.0 - self.mean) / self.std).T.copy()))
 
     def crop_box(self, width: int, height: int, generator: torch.Generator) -> tuple[int, int, int, int]:
         """torchvision's RandomResizedCrop box rule (10 tries, then a centred crop of clamped ratio)."""
@@ -65,5 +81,7 @@ class Blip2TrainTransform:
         image = image.resize(self.size, Image.Resampling.BICUBIC, box=box)
         if torch.rand(1, generator=generator).item() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if not self.normalise:
+            return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
         array = (np.asarray(image, dtype=np.float32) / 255.0 - self.mean) / self.std
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -101,6 +101,17 @@ class ImagePreprocessor:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-def image_preprocessor(processor: Any) -> Callable[[Any], torch.Tensor]:
-    """Path or PIL image -> [3, H, W] float tensor through an HF image processor."""
+def image_preprocessor(processor: Any, uint8: bool = False) -> Callable[[Any], torch.Tensor]:
+    """Path or PIL image -> [3, H, W] float tensor through an HF image processor.
+
+    ``uint8``: resized uint8 pixels instead, normalised later on the device with the returned
+    function's ``scale`` (``vltool.data.device_pixels``); a processor whose float output that
+    cannot reproduce exactly keeps the float path.
+    """
+    if uint8:
+        from vltool.data.device_pixels import uint8_preprocessor
+
+        images = uint8_preprocessor(processor)
+        if images is not None:
+            return images
     return ImagePreprocessor(processor)
