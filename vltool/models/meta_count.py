@@ -7,7 +7,9 @@ trains and roughly what memory it needs before renting a GPU. Local HF folders w
 their config.json is read).
 
 Memory estimate per GPU, no sharding, in GiB (a planning figure, not a promise):
-- weights: frozen parameters at the compute precision (2 bytes for bf16/fp16, 4 for fp32);
+- weights: the frozen LLM's and ViT's weight matrices in ``train.frozen_dtype`` (``auto``: the
+  compute precision, 2 bytes for bf16/fp16, 4 for fp32), every other frozen tensor in fp32 (norms,
+  biases, the Q-Former frozen during the warm-up): exactly the tensors the training loop casts;
 - trainable parameters: 16 bytes each = fp32 weight (4) + fp32 gradient (4) + AdamW's two fp32
   moments (8);
 - activations, kept for backward, at 2 bytes (4 in fp32) per value, per transformer layer that
@@ -26,8 +28,8 @@ Levers (``train.*``), each reflected in the estimate:
   ``L * s * b * h * value_bytes + (one layer's full activations)`` (likewise the ViT's layers
   in tune-mma with vision adapters);
 - ``llm_quantization``: the LLM's decoder linear weights at 1 byte (int8) or 0.5 + 1/64 bytes
-  (nf4: 4-bit values plus an fp32 scale per 64) a parameter; embeddings, norms and the LM head
-  stay at the compute precision.
+  (nf4: 4-bit values plus an fp32 scale per 64) a parameter; embeddings and the LM head stay in
+  ``frozen_dtype``, norms in fp32.
 """
 
 from __future__ import annotations
@@ -136,11 +138,6 @@ def weight_bytes(precision: str) -> int:
     return 4 if precision == "no" else 2
 
 
-def memory_gb(frozen: int, trainable: int, precision: str) -> float:
-    """Weights + gradients + AdamW states (GiB); activations not included."""
-    return (frozen * weight_bytes(precision) + trainable * (4 + 4 + 8)) / GIB
-
-
 def layer_activation_bytes(tokens: int, batch: int, width: int, heads: int, value_bytes: int) -> float:
     """Korthikanti et al. (2022), one transformer layer, no recomputation, scaled to ``value_bytes``."""
     return tokens * batch * width * (34 + 5 * heads * tokens / width) * value_bytes / 2
@@ -155,19 +152,32 @@ def layers_activation_bytes(layers: int, tokens: int, batch: int, width: int, he
     return layers * tokens * batch * width * value_bytes + full
 
 
-def llm_weight_bytes(lm: nn.Module, precision: str, quantization: str = "none") -> float:
-    """Bytes of a causal LM's FROZEN parameters: its frozen decoder linear weights quantised (int8 / nf4,
-    ``train.llm_quantization``), everything else frozen at the compute precision."""
-    from vltool.models.memory import QUANTIZATION_BYTES
+def frozen_weight_bytes(model: nn.Module, frozen_dtype: str, quantization: str = "none") -> float:
+    """Bytes of ``model``'s frozen parameters as a run stores them: the frozen LLM's and ViT's
+    weight matrices in ``frozen_dtype`` (``models.memory.frozen_tower_parameters``, what
+    ``train.frozen_dtype`` casts), the frozen LLM's decoder linears at their quantised size
+    (``train.llm_quantization``), everything else frozen in fp32 (norms, biases, a frozen Q-Former)."""
+    from vltool.models.memory import QUANTIZATION_BYTES, frozen_tower_parameters
 
-    total = sum(p.numel() for p in lm.parameters() if not p.requires_grad) * weight_bytes(precision)
+    tower = {id(p) for _, p in frozen_tower_parameters(model)}
     per_param = QUANTIZATION_BYTES.get(quantization)
-    if per_param is None:
-        return total
-    head = getattr(lm, "lm_head", None)
-    linear = sum(m.weight.numel() for m in lm.modules()
-                 if type(m) is nn.Linear and m is not head and not m.weight.requires_grad)
-    return total - linear * (weight_bytes(precision) - per_param)
+    quantised: set[int] = set()
+    if per_param is not None:
+        from vltool.models.memory import _is_causal_lm
+
+        for lm in [m for m in model.modules() if _is_causal_lm(m)]:
+            head = getattr(lm, "lm_head", None)
+            quantised |= {id(m.weight) for m in lm.modules()
+                          if type(m) is nn.Linear and m is not head and not m.weight.requires_grad}
+    low = 4 if frozen_dtype == "fp32" else 2
+    total = 0.0
+    seen: set[int] = set()
+    for p in model.parameters():
+        if p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel() * (per_param if id(p) in quantised else low if id(p) in tower else 4)
+    return total
 
 
 def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precision: str,
@@ -216,6 +226,7 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
     precision = cfg.train.precision if cfg.train.precision != "auto" else "bf16"
     batch = cfg.train.micro_batch_size or cfg.train.batch_size
     from vltool.models import vlm
+    from vltool.models.memory import frozen_dtype_name
 
     stage_parts = {"warm-up": vlm.WARMUP_PARTS, "transfer": vlm.STAGE2_PARTS}
     trainable = {stage: trainable_count(model, names) for stage, names in stage_parts.items()}
@@ -225,14 +236,15 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
     memory: dict[str, dict[str, float]] = {}
     checkpointing = getattr(cfg.train, "gradient_checkpointing", False)
     quantization = getattr(cfg.train, "llm_quantization", "none")
-    llm_bytes = llm_weight_bytes(model.language_model, precision, quantization)
+    frozen = frozen_dtype_name(getattr(cfg.train, "frozen_dtype", "auto"), precision)
     for stage, n in trainable.items():
-        weights = ((total - n - parts["llm"]) * weight_bytes(precision) + llm_bytes) / GIB
+        vlm.set_trainable(model, stage_parts[stage])
+        weights = frozen_weight_bytes(model, frozen, quantization) / GIB
         optimizer = n * 16 / GIB
         acts = activation_gb(model, stage, batch, cfg.max_text_tokens, precision, checkpointing)
         memory[stage] = {"weights_gb": weights, "trainable_states_gb": optimizer, "activations_gb": acts,
                          "total_gb": weights + optimizer + acts}
-    for key, label in (("weights_gb", f"memory: frozen weights ({precision}), GiB"),
+    for key, label in (("weights_gb", f"memory: frozen weights (LLM/ViT matrices {frozen}), GiB"),
                        ("trainable_states_gb", "memory: trainables + grads + AdamW (fp32), GiB"),
                        ("activations_gb", f"memory: activations (micro-batch {batch}), GiB"),
                        ("total_gb", "memory estimate, GiB")):
@@ -242,7 +254,8 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
         "title": f"VPGTrans {cfg.src} -> {cfg.dst} (real scale, meta device, no weights)",
         "columns": ["part", "parameters", "trainable: warm-up", "trainable: transfer"],
         "rows": rows,
-        "notes": [f"memory per GPU without sharding: frozen weights in {precision}, 16 bytes per trainable "
+        "notes": [f"memory per GPU without sharding: frozen LLM/ViT weight matrices in {frozen} (train.frozen_dtype), "
+                  f"other frozen tensors in fp32, 16 bytes per trainable "
                   f"parameter, activations by Korthikanti et al. 2022 for the layers backward passes through "
                   f"(sequence {model.config.num_query_tokens} queries + BOS + {cfg.max_text_tokens} text tokens)",
                   "ViT: EVA ViT-g/14 (1408 wide, 39 blocks); Q-Former: BERT-base, cross-attention every 2nd layer",

@@ -218,6 +218,7 @@ def train(
 
     check_quantization(settings.llm_quantization, None if accelerator is None else accelerator.device.type == "cuda")
     accelerator = accelerator or make_accelerator(settings.precision)
+    store_frozen_towers(model, settings, accelerator)
     if settings.llm_quantization != "none":
         quantize_frozen_llm(model, settings.llm_quantization)
     if settings.gradient_checkpointing:
@@ -241,6 +242,22 @@ def train(
         for handle in handles:
             handle.remove()
         accelerator.free_memory()
+
+
+def store_frozen_towers(model: nn.Module, settings: TrainSettings, accelerator: Accelerator) -> str:
+    """Keep the frozen LLM's and ViT's weight matrices in ``train.frozen_dtype`` (``models.memory``);
+    returns the dtype name used. Runs before ``prepare`` so the device never holds the fp32 copies."""
+    from vltool.models.memory import FROZEN_DTYPE_NAMES, cast_frozen_towers, frozen_dtype_name
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    name = frozen_dtype_name(settings.frozen_dtype, str(accelerator.mixed_precision), sharded)
+    if name == "fp16" and accelerator.device.type != "cuda":
+        raise UserError("train.frozen_dtype=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if name != "fp32" and accelerator.mixed_precision == "no":
+        raise UserError(f"train.frozen_dtype={name} needs mixed precision (train.precision={name}): without "
+                        f"autocast the fp32 inputs cannot meet {name} weights")
+    cast_frozen_towers(model, getattr(torch, FROZEN_DTYPE_NAMES[name]))
+    return name
 
 
 class _Run:
@@ -336,7 +353,8 @@ class _Run:
                 unwrapped = accelerator.unwrap_model(model)
                 was_training = unwrapped.training
                 unwrapped.eval()
-                with torch.no_grad():
+                # Under the training step's autocast: frozen towers may be stored in bf16/fp16.
+                with torch.no_grad(), accelerator.autocast():
                     metrics = {k: float(v) for k, v in self.eval_fn(unwrapped, step).items()}
                 unwrapped.train(was_training)
                 row = {"step": step, "eval": metrics}

@@ -50,6 +50,10 @@ class TrainSettings(BaseModel):
     llm_quantization: Literal["none", "int8", "nf4"] = Field(
         "none", description="keep the frozen LLM's linear layers in 8 or 4 bits (bitsandbytes; CUDA only)"
     )
+    frozen_dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="dtype of the frozen LLM's and ViT's weight matrices while training; auto: the mixed "
+        "precision's (bf16/fp16), fp32 without mixed precision or under FSDP/DeepSpeed"
+    )
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader processes decoding images; unset: min(4, CPUs - 1) for image data, "
         "0 for text; 0 decodes in the training process"

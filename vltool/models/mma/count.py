@@ -77,12 +77,12 @@ def activation_gb(model, batch: int, tokens: int, precision: str, checkpointing:
 
 def lavin_table(cfg) -> dict[str, Any]:
     """The dry-run table of an MMA recipe at real scale (the shape the CLI renders)."""
+    from vltool.models.memory import frozen_dtype_name
     from vltool.models.meta_count import (
         GIB,
         _arch_of,
         arch,
-        llm_weight_bytes,
-        memory_gb,
+        frozen_weight_bytes,
         meta_blip2,
         text_config,
     )
@@ -117,9 +117,8 @@ def lavin_table(cfg) -> dict[str, Any]:
     rows.append(["trainable share (%)", "", round(100 * trainable / total, 4)])
     checkpointing = getattr(cfg.train, "gradient_checkpointing", False)
     quantization = getattr(cfg.train, "llm_quantization", "none")
-    lm_frozen = sum(p.numel() for p in model.lm.parameters() if not p.requires_grad)
-    states = (memory_gb(total - trainable - lm_frozen, trainable, precision)
-              + llm_weight_bytes(model.lm, precision, quantization) / GIB)
+    frozen = frozen_dtype_name(getattr(cfg.train, "frozen_dtype", "auto"), precision)
+    states = (frozen_weight_bytes(model, frozen, quantization) + trainable * (4 + 4 + 8)) / GIB
     batch = cfg.train.micro_batch_size or cfg.train.batch_size
     tokens = cfg.max_length
     acts = activation_gb(model, batch, tokens, precision, checkpointing)
@@ -131,7 +130,8 @@ def lavin_table(cfg) -> dict[str, Any]:
                  f"real scale, meta device)",
         "columns": ["part", "parameters", "trainable"],
         "rows": rows,
-        "notes": [f"memory per GPU: frozen weights in {precision}, fp32 trainables with grads and AdamW states, "
+        "notes": [f"memory per GPU: frozen LLM/ViT weight matrices in {frozen} (train.frozen_dtype), other frozen "
+                  f"tensors in fp32, fp32 trainables with grads and AdamW states, "
                   f"activations for sequences of max_length={tokens} tokens (an upper bound) without recomputation; "
                   f"lower train.micro_batch_size to fit"],
         "memory_gb": round(states + acts, 2),
