@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from vltool.models import flops as F
 from vltool.models import vlm
+from vltool.models.lm_loss import labelled_count
 from vltool.models.meta_count import arch, meta_blip2
 from vltool.training import loop as loop_module
 from vltool.training.loop import make_accelerator, train
@@ -109,7 +110,7 @@ def vpg_collate(data: Captions, q: int, image_token: int, pad: int, dtype, count
             batch["query_output"] = cache[torch.tensor(idx) % len(cache)]
         else:
             batch["pixel_values"] = data.pixels[torch.tensor(idx) % len(data.pixels)].to(dtype)
-        counter["flops"].append(F.vpgtrans_flops(config, stage, n, longest).total)
+        counter["flops"].append(F.vpgtrans_flops(config, stage, n, longest, labelled=labelled_count(labels)).total)
         counter["tokens"].append((int(mask.sum()), n * longest))
         return batch
 
@@ -274,8 +275,9 @@ def mma_phase(args, device, dtype, accelerator, results):
             ids[r, :len(row)] = row
             mask[r, :len(row)] = 1
             labels[r, len(row) - length // 4:len(row)] = row[len(row) - length // 4:]
+        # The modality token precedes the text, so every labelled slot is one LM-head row.
         counter["flops"].append(F.mma_flops(config, vision_config, spec, "attn", rows, longest, rows,
-                                            visual_tokens=visual).total)
+                                            visual_tokens=visual, labelled=int((labels != -100).sum())).total)
         counter["tokens"].append((int(mask.sum()), rows * longest))
         return {"input_ids": ids, "attention_mask": mask, "modality": torch.ones(rows, dtype=torch.long),
                 "pixel_values": data.pixels[torch.tensor(idx) % len(data.pixels)].to(dtype), "labels": labels}

@@ -17,6 +17,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 from vltool.models import vlm
 from vltool.models.flops import mma_flops, peak_tflops, vpgtrans_flops
+from vltool.models.lm_loss import labelled_count
 from vltool.models.mma.build import build_clip_mma
 from vltool.models.mma.inject import AdapterSettings
 from vltool.models.mma.layout import VISUAL
@@ -52,7 +53,9 @@ def test_vpgtrans_flops_match_torch_counter(family, stage):
         with torch.no_grad():
             data["query_output"] = vlm.query_output(model, data.pop("pixel_values"))
     got = counted(lambda: vlm.caption_loss(model, data).backward())
-    want = vpgtrans_flops(model.config, stage, batch, text)
+    # Every position but the first is labelled (labels = ids), so the LM head runs on q + text - 1 a row.
+    want = vpgtrans_flops(model.config, stage, batch, text, labelled=labelled_count(data["labels"]))
+    assert labelled_count(data["labels"]) == batch * (q + text - 1)
     assert want.total == pytest.approx(got, rel=1e-9)
     assert want.per_sample == want.total / batch
 
@@ -76,7 +79,7 @@ def test_mma_flops_match_torch_counter(placement, vision_adapters):
             "pixel_values": torch.randn(images, 3, 28, 28), "labels": ids.clamp(min=0)}
     got = counted(lambda: mma_loss(model, data).backward())
     want = mma_flops(lm_config, vision_config, adapter, placement, batch, tokens, images, visual_tokens=2,
-                     vision_adapters=vision_adapters)
+                     vision_adapters=vision_adapters, labelled=batch * tokens)  # each text slot follows a token
     # The counter's grouped-convolution excess: (groups - 1) x each up-projection's forward.
     sites = lm_config.num_hidden_layers * (2 if placement == "block" else 1)
     up = sites * 2 * batch * (tokens + 1) * 32 * 2 * 2
@@ -90,7 +93,7 @@ def test_lavin7b_and_vpgtrans_real_scale_magnitudes():
     from vltool.models.meta_count import arch, meta_blip2
 
     model = meta_blip2(arch("blip2-opt-2.7b"), arch("llama-7b")["text"])
-    per_sample = vpgtrans_flops(model.config, "stage2", 16, 33).per_sample
+    per_sample = vpgtrans_flops(model.config, "stage2", 16, 33, labelled=16 * 32).per_sample
     assert 2.0e12 < per_sample < 2.6e12
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert peak_tflops("NVIDIA H100 PCIe") == 756.0

@@ -8,7 +8,8 @@ What is counted: every matrix product (linear layers, the patch-embedding convol
 adapters' grouped 1x1 convolutions, the attention scores ``Q K^T`` and ``P V``), at 2 FLOPs per
 multiply-add, as the FLOP counter and the MFU convention of PaLM (Chowdhery et al. 2022) count
 them. Norms, softmax, activations and the loss are not counted (a few % of the time, ~0 of the
-FLOPs). Attention is counted as the dense ``s x s`` product, causal or not (what the counter
+FLOPs). The LM head runs on the labelled positions only (``vltool.models.lm_loss``: captions,
+answers), not on the query slots, prompts or padding. Attention is counted as the dense ``s x s`` product, causal or not (what the counter
 counts; a causal flash kernel skips about half of it, which at 64-300 tokens is < 3% of an LLM's
 total).
 
@@ -148,9 +149,10 @@ def qformer_flops(config: Any, queries: int, image_tokens: int, batch: int, trai
 
 
 def lm_flops(config: Any, batch: int, tokens: int, adapter: dict | None = None, placement: str = "attn",
-             grad_in_first: bool = True) -> tuple[float, float]:
+             grad_in_first: bool = True, *, labelled: int) -> tuple[float, float]:
     """(forward, backward) of a frozen causal LM (OPT or LLaMA) over ``batch x tokens``, with an
-    input gradient all through it (the trainable part sits before it), the LM head included.
+    input gradient all through it (the trainable part sits before it), the LM head included on
+    the ``labelled`` positions only (those whose next token has a label: ``lm_loss``).
 
     ``adapter``: MM-Adapters after the attention norm (``attn``), and the FFN norm (``block``).
     """
@@ -173,7 +175,7 @@ def lm_flops(config: Any, batch: int, tokens: int, adapter: dict | None = None, 
     if not llama and embed != d:  # OPT-350M: project_in / project_out
         fwd += 2 * 2.0 * n * embed * d
         bwd += 2 * 2.0 * n * embed * d
-    head = 2.0 * n * embed * vocab
+    head = 2.0 * labelled * embed * vocab
     fwd += head
     bwd += head
     if adapter is not None:
@@ -188,13 +190,15 @@ def lm_flops(config: Any, batch: int, tokens: int, adapter: dict | None = None, 
 VPGTRANS_STAGES = ("warmup", "warmup_cached", "stage2")
 
 
-def vpgtrans_flops(config: Any, stage: str, batch: int, text_tokens: int) -> Flops:
+def vpgtrans_flops(config: Any, stage: str, batch: int, text_tokens: int, *, labelled: int) -> Flops:
     """One micro-batch of VPGTrans training on a ``Blip2Config``.
 
     ``stage``: ``warmup`` (projector trains; ViT + Q-Former run forward), ``warmup_cached``
     (projector from cached Q-Former outputs), ``stage2`` (Q-Former + queries + ln_vision +
     projector train). ``text_tokens``: the padded text length after the query slots (BOS + caption
-    + end), so the LLM sees ``num_query_tokens + text_tokens`` positions.
+    + end), so the LLM sees ``num_query_tokens + text_tokens`` positions. ``labelled``: the
+    positions the LM head runs on, one per labelled caption token of the micro-batch
+    (``lm_loss.labelled_count(labels)``).
     """
     if stage not in VPGTRANS_STAGES:
         raise ValueError(f"stage must be one of {VPGTRANS_STAGES}, not {stage!r}")
@@ -207,16 +211,19 @@ def vpgtrans_flops(config: Any, stage: str, batch: int, text_tokens: int) -> Flo
         out.add("qformer", *qformer_flops(qformer, q, patches, batch, trains=stage == "stage2"))
     proj = 2.0 * batch * q * qformer.hidden_size * text.hidden_size
     out.add("projector", proj, _backward(proj, stage == "stage2", True))
-    out.add("llm", *lm_flops(text, batch, q + text_tokens))
+    out.add("llm", *lm_flops(text, batch, q + text_tokens, labelled=labelled))
     return out
 
 
 def mma_flops(lm_config: Any, vision_config: Any | None, adapter: dict, placement: str, batch: int, tokens: int,
-              images: int, visual_tokens: int = 6, vision_adapters: bool = True, projector_hidden: int = 128) -> Flops:
+              images: int, visual_tokens: int = 6, vision_adapters: bool = True, projector_hidden: int = 128,
+              *, labelled: int) -> Flops:
     """One micro-batch of tune-mma with LaVIN's CLIP front end.
 
     ``tokens``: the padded text length (visual slots included); the LLM runs ``tokens + 1`` with
-    the modality token. ``images``: rows with an image (the others are text-only).
+    the modality token. ``images``: rows with an image (the others are text-only). ``labelled``:
+    the labelled (answer) tokens of the micro-batch, where the LM head runs (the modality token
+    before the text makes each one predictable, the first text slot included).
     """
     out = Flops(batch)
     if vision_config is not None and images:
@@ -226,5 +233,5 @@ def mma_flops(lm_config: Any, vision_config: Any | None, adapter: dict, placemen
         first = 2.0 * n * vision_config.hidden_size * projector_hidden
         second = 2.0 * n * projector_hidden * lm_config.hidden_size
         out.add("projector", first + second, _backward(first, vision_adapters, True) + 2 * second)
-    out.add("llm", *lm_flops(lm_config, batch, tokens + 1, adapter, placement))
+    out.add("llm", *lm_flops(lm_config, batch, tokens + 1, adapter, placement, labelled=labelled))
     return out

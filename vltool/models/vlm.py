@@ -4,7 +4,8 @@ vltool's VPGTrans model IS transformers' ``Blip2ForConditionalGeneration`` (with
 LLaMA ``text_config``), so a trained model saves as a normal HF folder that plain transformers
 loads with identical outputs. This module adds what stages need around it: the token layout
 (``num_query_tokens`` image placeholders, then BOS, prompt, answer), a loss that can start from
-cached Q-Former outputs (the frozen-VPG feature cache of the warm-up), and batched generation.
+cached Q-Former outputs (the frozen-VPG feature cache of the warm-up) and runs the LM head on the
+caption positions only (``lm_loss``), and batched generation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from transformers import Blip2ForConditionalGeneration, PreTrainedModel
 from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 
 from vltool.data.text_batches import IGNORE, TextEncoder
+from vltool.models.lm_loss import labelled_loss, unwrap
 from vltool.sources.hf_blip2 import assemble_blip2
 
 
@@ -70,7 +72,10 @@ def set_trainable(model: Blip2ForConditionalGeneration, parts: Sequence[str]) ->
 
 
 def caption_loss(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return forward(model, batch).loss
+    """The training loss: ``forward(...).loss`` (mean caption cross-entropy, same gradients), with
+    the LM head on the captions' labelled positions only, never the query slots (``lm_loss``)."""
+    unlabelled = {k: v for k, v in batch.items() if k != "labels"}
+    return labelled_loss(unwrap(model).language_model, batch["labels"], lambda: forward(model, unlabelled))[0]
 
 
 class VLTextLayout:

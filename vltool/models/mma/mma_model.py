@@ -25,8 +25,10 @@ from collections.abc import Mapping
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vltool.errors import UserError
+from vltool.models.lm_loss import labelled_loss
 from vltool.models.mma.inject import set_routing, wrappers
 from vltool.models.mma.layout import IGNORE, VISUAL
 from vltool.models.mma.modality import ModalityToken, additive, modality_mask, modality_positions
@@ -121,20 +123,32 @@ class MMAModel(nn.Module):
                         f"needs a custom 4D mask); the LM uses {impl!r}")
 
     # ----- forward and generation -------------------------------------------------------------
-    def forward(self, batch: Mapping[str, torch.Tensor]):
-        """HF causal-LM output; ``logits`` cover the text positions only (as ``input_ids``)."""
+    def forward(self, batch: Mapping[str, torch.Tensor], labelled_only: bool = False):
+        """HF causal-LM output; ``logits`` cover the text positions only (as ``input_ids``).
+
+        ``labelled_only`` (the training loss, ``mma_loss``): the LM head runs on the positions
+        whose next token is labelled only, ``logits`` are those rows [n, vocab] (``lm_loss``).
+        """
         text = self.embed(batch)
         text_mask = batch["attention_mask"]
         labels = batch.get("labels")
         if self.merged:
-            return self.lm(inputs_embeds=text, attention_mask=text_mask, labels=labels, use_cache=False)
-        token = self.modality(self.modality_of(batch).to(text.device)).to(text.dtype)
-        if labels is not None:
-            labels = torch.cat([torch.full_like(labels[:, :1], IGNORE), labels], dim=1)
-        set_routing(self.lm, "first", rows=text.shape[0])
-        out = self.lm(inputs_embeds=torch.cat([token, text], dim=1), attention_mask=self._mask(text_mask, text.dtype),
-                      position_ids=modality_positions(text_mask), labels=labels, use_cache=False)
-        out.logits = out.logits[:, 1:]
+            inputs = {"inputs_embeds": text, "attention_mask": text_mask}
+        else:
+            token = self.modality(self.modality_of(batch).to(text.device)).to(text.dtype)
+            if labels is not None:
+                labels = torch.cat([torch.full_like(labels[:, :1], IGNORE), labels], dim=1)
+            set_routing(self.lm, "first", rows=text.shape[0])
+            inputs = {"inputs_embeds": torch.cat([token, text], dim=1),
+                      "attention_mask": self._mask(text_mask, text.dtype), "position_ids": modality_positions(text_mask)}
+        if labelled_only:
+            if labels is None:
+                raise UserError("labelled_only needs the batch's labels")
+            loss, logits = labelled_loss(self.lm, labels, lambda: self.lm(**inputs, use_cache=False))
+            return CausalLMOutputWithPast(loss=loss, logits=logits)
+        out = self.lm(**inputs, labels=labels, use_cache=False)
+        if not self.merged:
+            out.logits = out.logits[:, 1:]
         return out
 
     @torch.no_grad()
@@ -171,5 +185,6 @@ class MMAModel(nn.Module):
 
 
 def mma_loss(model: MMAModel, batch) -> torch.Tensor:
-    """The training loop's loss function: the LM's causal loss on answer tokens."""
-    return model(batch).loss
+    """The training loop's loss function: the LM's causal loss on answer tokens, the LM head on
+    those positions only (``lm_loss``); through ``model(...)``, so a DDP wrapper syncs gradients."""
+    return model(batch, labelled_only=True).loss
