@@ -61,6 +61,18 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.named_parameters() if v.requires_grad}
 
 
+def gathered_trainable_state(accelerator, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors, whole: under FSDP / DeepSpeed ZeRO-3 each rank holds shards, which
+    Accelerate's ``get_state_dict`` gathers (a collective: every rank calls it)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return trainable_state(model)
+    names = [k for k, v in model.named_parameters() if v.requires_grad]
+    full = accelerator.get_state_dict(model)
+    return {k: full[k].detach().float().clone().contiguous() for k in names if k in full}
+
+
 class CrashAt:
     """Eval hook that kills the process at a given step, as a crash would."""
 
@@ -84,7 +96,7 @@ def main(argv: list[str]) -> None:
     cfg = settings(steps, save_every=2, eval_every=1 if crash else 0)
     result = train(model, mse, make_data(), cfg, run_dir=run_dir, resume=resume,
                    eval_fn=CrashAt(crash) if crash else None, accelerator=accelerator)
-    state = trainable_state(result.model)
+    state = gathered_trainable_state(accelerator, result.model)
     if accelerator.is_main_process:
         save_file(state, str(run_dir / "final.safetensors"))
     rank = accelerator.process_index

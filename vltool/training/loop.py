@@ -56,6 +56,7 @@ from vltool.training.checkpoint import (
 )
 from vltool.training.data_loader import iterate, make_loader
 from vltool.training.faults import maybe_fault, planned_faults
+from vltool.training.fsdp import configure_fsdp
 from vltool.training.optim import build_optimizer, build_scheduler
 from vltool.training.progress import NullReporter, Reporter
 from vltool.training.sampler import StepBatchSampler
@@ -290,6 +291,7 @@ class _Run:
         accelerator.gradient_accumulation_steps = accum
         accelerator.step = 0  # accumulate()'s micro-batch counter (the Accelerator may be shared by phases)
         configure_deepspeed(accelerator, micro, accum, settings.max_grad_norm)
+        configure_fsdp(accelerator, self.model)
         model, optimizer, scheduler = accelerator.prepare(self.model, optimizer, scheduler)
         trainables = [p for p in model.parameters() if p.requires_grad]
 

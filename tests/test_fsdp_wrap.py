@@ -1,0 +1,67 @@
+"""FSDP wrapping of vltool's models: every tower's blocks become units, where Accelerate's default stops."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+from tiny_blip2 import tiny_model
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from vltool.models.mma.build import build_clip_mma
+from vltool.models.mma.inject import AdapterSettings
+from vltool.training.fsdp import configure_fsdp, fsdp_layer_classes
+
+
+def _accelerator(plugin, kind=DistributedType.FSDP):
+    return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=plugin))
+
+
+def _plugin(**kwargs):
+    return FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", **kwargs)
+
+
+def _units(plugin, model) -> dict[str, int]:
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+    units: dict[str, int] = {}
+    for module in model.modules():
+        if policy(module):
+            units[type(module).__name__] = units.get(type(module).__name__, 0) + 1
+    return units
+
+
+@pytest.mark.parametrize(("family", "decoder"), [("opt", "OPTDecoderLayer"), ("llama", "LlamaDecoderLayer")])
+def test_blip2_blocks_become_fsdp_units_where_accelerates_default_fails(family, decoder):
+    model, _ = tiny_model(family)
+    with pytest.raises(ValueError, match="Blip2TextEmbeddings"):  # _no_split_modules names a class this model lacks
+        fsdp2_prepare_auto_wrap_policy(_plugin(), model)
+    plugin = _plugin()
+    assert configure_fsdp(_accelerator(plugin), model) == sorted(["Blip2EncoderLayer", "Blip2QFormerLayer", decoder])
+    # 1 ViT layer, 2 Q-Former layers, 2 LLM layers (tiny_blip2): each its own unit
+    assert _units(plugin, model) == {"Blip2EncoderLayer": 1, "Blip2QFormerLayer": 2, decoder: 2}
+
+
+def test_mma_model_shards_its_llm_and_clip_blocks():
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2))
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, image_size=28, patch_size=14))
+    model = build_clip_mma(lm, vision, AdapterSettings(bottleneck=4, groups=2), "attn", visual_tokens=2)
+    assert fsdp_layer_classes(model) == ["CLIPEncoderLayer", "LlamaDecoderLayer"]
+    plugin = _plugin()
+    configure_fsdp(_accelerator(plugin), model)
+    assert _units(plugin, model) == {"CLIPEncoderLayer": 2, "LlamaDecoderLayer": 3}
+
+
+def test_names_from_the_config_and_other_runs_are_left_alone():
+    model, _ = tiny_model("llama")
+    plugin = _plugin(transformer_cls_names_to_wrap=["LlamaDecoderLayer"])
+    assert configure_fsdp(_accelerator(plugin), model) is None
+    assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+    untouched = _plugin()
+    assert configure_fsdp(_accelerator(untouched, DistributedType.MULTI_GPU), model) is None
+    assert not untouched.transformer_cls_names_to_wrap
