@@ -16,6 +16,7 @@ import time
 import torch
 
 from vltool.artifacts import read_artifact
+from vltool.data.device_pixels import normalise_batch, scale_of
 from vltool.data.specs import load_spec
 from vltool.eval.predictors import load_predictor
 from vltool.models.mma.loading import load_base
@@ -49,8 +50,9 @@ def main() -> None:
     batches = []
     for i in range(0, len(samples), 16):
         chunk = samples[i:i + 16]
-        batches.append(unmerged.collator.batch([unmerged.preprocess(s.image) for s in chunk],
-                                               [s.prompt for s in chunk], [s.answer for s in chunk]))
+        batch = unmerged.collator.batch([unmerged.preprocess(s.image) for s in chunk],
+                                        [s.prompt for s in chunk], [s.answer for s in chunk])
+        batches.append(normalise_batch(batch, scale_of(unmerged.preprocess)))  # the predictor ships uint8
     # The base: the same VPG + LLM the adapters were trained on, with no adapters at all.
     ref = read_artifact(args.adapters, verify=False).manifest["inputs"]["base"]["source"]
     blip2 = load_base(ref, "qformer").blip2

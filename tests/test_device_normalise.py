@@ -133,3 +133,72 @@ def test_the_preprocessor_and_table_survive_pickling_for_spawned_workers() -> No
     again = pickle.loads(pickle.dumps(images))
     assert torch.equal(again.scale.table, images.scale.table)
     assert again.scale._on == {}
+
+
+class _OneProcess:
+    is_main_process, process_index, num_processes = True, 0, 1
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def test_the_feature_cache_holds_the_same_rows_from_uint8_pixels(tmp_path: Path, monkeypatch) -> None:
+    """Same key (it names the processor, not the pixel format) and the same stored rows either way."""
+    from vltool.data import feature_cache as fc
+    from vltool.data.sample import Sample
+    from vltool.data.vl_dataset import VLDataset
+
+    processor = _blip2_processor()
+    samples = [Sample(str(i), str(_jpeg(tmp_path, f"{i}.jpg", (64 + 7 * i, 48), i)), "", "a photo") for i in range(5)]
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(8))
+    encoder(torch.zeros(1, 3, 16, 16))
+    rows = {}
+    for uint8 in (False, True):
+        monkeypatch.setenv("VLTOOL_HOME", str(tmp_path / f"home-{uint8}"))
+        images = VLDataset(samples, image_preprocessor(processor, uint8=uint8)).images
+        scale = getattr(images.preprocess, "scale", None)
+        assert (scale is not None) == uint8
+        key = fc.cache_key("vpg", processor.to_dict(), images.images, torch.float16)
+        with torch.no_grad():
+            table = fc.build(_OneProcess(), key, len(images), lambda px, s=scale: encoder(normalise(px, s)),
+                             fc.image_batches(images, 2, 0), torch.float16, {})
+        rows[uint8] = (key, torch.as_tensor(np.asarray(table.array, dtype=np.float32)))
+    assert rows[False][0] == rows[True][0]
+    assert torch.equal(rows[False][1], rows[True][1])
+
+
+@pytest.mark.parametrize("augment", ["none", "blip2"])
+def test_transfer_trains_the_same_tensors_from_uint8_or_float_pixels(quick_world: Path, tmp_path: Path,
+                                                                      augment: str) -> None:
+    from cli_helpers import invoke
+    from safetensors.torch import load_file
+
+    from vltool.demo.vision import image_processor
+
+    assert uint8_preprocessor(image_processor()) is not None  # the demo models' processor takes the uint8 path
+    trained = {}
+    for on_device in ("true", "false"):
+        out = tmp_path / f"vpg-{on_device}"
+        invoke(["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
+                "--out", str(out), "warmup.max_steps=1", "train.max_steps=2", "data.max_train_samples=32",
+                "train.batch_size=8", f"data.augment={augment}", "warmup.feature_cache=false",
+                f"data.device_normalise={on_device}", "train.num_workers=1"])
+        trained[on_device] = load_file(out / "vpg.safetensors")
+    assert trained["true"].keys() == trained["false"].keys()
+    for name, tensor in trained["true"].items():
+        assert torch.equal(tensor, trained["false"][name]), name
+    if augment != "none":
+        return
+    # eval / predict: uint8 decoded in a worker, normalised on the model's device, the same captions
+    from vltool.data.specs import load_spec
+    from vltool.eval.predictors import GenerationSettings, load_predictor
+
+    predictor = load_predictor(str(tmp_path / "vpg-true"))
+    samples = load_spec("demo:caption", "val")[:6]
+    settings = GenerationSettings(batch_size=4, max_new_tokens=5, workers=1)
+    predictor.preprocess = ImagePreprocessor(predictor.preprocess.processor)
+    floats = predictor.generate(samples, settings)
+    predictor.preprocess = image_preprocessor(predictor.preprocess.processor, uint8=True)
+    assert isinstance(predictor.preprocess, UInt8Images)
+    assert predictor.generate(samples, settings) == floats

@@ -32,6 +32,11 @@ class DataSection(Strict):
         "none", description="training image transform of warmup/transfer: blip2 = LAVIS's blip2_image_train "
         "(random resized crop, scale 0.5-1, + horizontal flip); needs warmup.feature_cache=false"
     )
+    device_normalise: bool | None = Field(
+        None, description="true: DataLoader workers ship resized uint8 pixels and the rescale + normalise runs on "
+        "the accelerator before the vision model (a quarter of the bytes, the same numbers); false: float32 from "
+        "the workers; unset: true when training on an accelerator, false on a CPU-only run"
+    )
     max_train_samples: int | None = Field(None, ge=1)
     max_val_samples: int | None = Field(None, ge=1, description="at most N validation samples per val spec")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vltool.data.device_pixels import normalise, normalise_batch, pixels_on_device, scale_of
 from vltool.data.image_batches import image_chunks
 from vltool.data.sample import Sample
 from vltool.data.text_batches import TextEncoder
@@ -83,7 +84,9 @@ class Predictor:
     def _generate_images(self, samples: list[Sample], images: list, cfg: GenerationSettings) -> list[str]:
         from vltool.models import vlm
 
-        return vlm.generate(self.blip2, self.layout, torch.stack(images), [s.prompt for s in samples],
+        # uint8 pixels from the workers are normalised here, on the model's device
+        pixels = normalise(torch.stack(images).to(self.device), scale_of(self.preprocess))
+        return vlm.generate(self.blip2, self.layout, pixels, [s.prompt for s in samples],
                             max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
                             min_new_tokens=cfg.min_new_tokens)
 
@@ -136,7 +139,7 @@ class MMAPredictor(Predictor):
         super().__init__(name, model.lm, tokenizer)
         self.model = model.eval()
         self.blip2 = model  # it reads images
-        self.preprocess = image_preprocessor(image_processor)
+        self.preprocess = image_preprocessor(image_processor, uint8=pixels_on_device())
         self.collator = MMACollator(tokenizer, model.front_end.num_tokens, max_length)
 
     @torch.no_grad()
@@ -147,8 +150,8 @@ class MMAPredictor(Predictor):
         for indices, images in zip(chunks, image_chunks(samples, chunks, self.preprocess, cfg.workers)):
             chunk = [samples[i] for i in indices]
             batch = self.collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
-            out += self.model.generate({k: v.to(self.device) for k, v in batch.items()}, self.tokenizer,
-                                       cfg.max_new_tokens)
+            batch = normalise_batch({k: v.to(self.device) for k, v in batch.items()}, scale_of(self.preprocess))
+            out += self.model.generate(batch, self.tokenizer, cfg.max_new_tokens)
             if progress:
                 progress(len(out))
         return out
@@ -161,7 +164,8 @@ class MMAPredictor(Predictor):
             chunk = samples[start:start + batch_size]
             images = [self.preprocess(s.image) if s.image is not None else None for s in chunk]
             batch = self.collator.batch(images, [s.prompt for s in chunk], [s.answer for s in chunk])
-            logits = self.model({k: v.to(self.device) for k, v in batch.items()}).logits
+            batch = normalise_batch({k: v.to(self.device) for k, v in batch.items()}, scale_of(self.preprocess))
+            logits = self.model(batch).logits
             out += _answer_nll(logits, batch["labels"])
         return out
 
@@ -176,7 +180,8 @@ def _blip2_predictor(name: str, model, tokenizer, image_processor, recipe: dict 
     recipe = recipe or {}
     layout = vlm.VLTextLayout(tokenizer, model.config.num_query_tokens, model.config.image_token_index,
                               end_of_text=recipe.get("end_of_text"), prompt=recipe.get("prompt") or "")
-    return Predictor(name, model.language_model, tokenizer, model, image_preprocessor(image_processor), layout)
+    return Predictor(name, model.language_model, tokenizer, model, image_preprocessor(image_processor, uint8=pixels_on_device()),
+                     layout)
 
 
 def _merged_clip_predictor(spec: str, path: Path) -> Predictor:

@@ -17,6 +17,7 @@ import torch
 
 from vltool.artifacts import ArtifactWriter, ensure_writable
 from vltool.config.schema import MMARecipe
+from vltool.data.device_pixels import NormalisedLoss, pixels_on_device, scale_of
 from vltool.data.images import usable_samples
 from vltool.data.specs import load_spec
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
@@ -52,7 +53,8 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     model = loading.build(base, cfg.adapter.model_dump(), cfg.adapter.placement, cfg.adapter.vision,
                           cfg.visual_tokens)
     loading.set_trainable(model)
-    preprocess = image_preprocessor(processor)
+    # data.device_normalise: workers ship uint8, normalised on the device (vltool.data.device_pixels)
+    preprocess = image_preprocessor(processor, uint8=pixels_on_device(cfg.data.device_normalise))
     train_samples, data_report = _samples(cfg, cfg.data.train, "train", cfg.data.max_train_samples)
     val = {spec: _samples(cfg, [spec], "val", cfg.data.max_val_samples)[0] for spec in cfg.data.val}
     collator = MMACollator(tokenizer, model.front_end.num_tokens, cfg.max_length)
@@ -73,9 +75,9 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     with torch.no_grad():
         before = eval_all(model, 0) if val else {}
     settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
-    result = train(model, mma_loss, dataset, settings, collate_fn=MMADatasetCollate(dataset, collator),
-                   run_dir=run_dir, eval_fn=eval_all if val else None, reporter=reporter,
-                   resume=resume, accelerator=accelerator,
+    result = train(model, NormalisedLoss(mma_loss, scale_of(preprocess)), dataset, settings,
+                   collate_fn=MMADatasetCollate(dataset, collator), run_dir=run_dir,
+                   eval_fn=eval_all if val else None, reporter=reporter, resume=resume, accelerator=accelerator,
                    task=f"tune-mma ({Path(cfg.model).name})")
     if result.stopped != "completed":
         raise RunDiverged(f"tune-mma stopped: {result.stopped}; the last good checkpoint is in {run_dir} "

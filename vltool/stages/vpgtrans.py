@@ -26,6 +26,14 @@ from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.config.schema import VPGTransRecipe
 from vltool.data.augment import Blip2TrainTransform
+from vltool.data.device_pixels import (
+    NormalisedLoss,
+    PixelScale,
+    normalise,
+    normalise_batch,
+    pixels_on_device,
+    scale_of,
+)
 from vltool.data.images import usable_samples
 from vltool.data.mixture import MixedVLData, Source, bad_samples
 from vltool.data.specs import load_spec, parse_spec, split_ratio
@@ -54,6 +62,9 @@ class Setup:
     val_set: VLDataset | None
     metrics: dict[str, float]
     val_by_spec: dict[str, list] = field(default_factory=dict)  # the val samples, per spec, for scoring
+    # uint8 pixels -> the normalised floats, on the device (None: the workers ship float32 pixels)
+    train_pixels: PixelScale | None = None
+    val_pixels: PixelScale | None = None
 
 
 def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | None):
@@ -211,14 +222,19 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
         raise UserError(f"the projector outputs {projector.out_features} features but the target LLM "
                         f"{cfg.dst} is {width} wide")
     model = vlm.assemble(source.vision_model, qformer, queries, projector, lm, image_token)
-    preprocess = image_preprocessor(source.image_processor)
+    # data.device_normalise: workers ship uint8, normalised on the device (vltool.data.device_pixels)
+    preprocess = image_preprocessor(source.image_processor, uint8=pixels_on_device(cfg.data.device_normalise))
     layout = vlm.VLTextLayout(tokenizer, queries.shape[1], image_token, cfg.max_text_tokens,
                               end_of_text=cfg.end_of_text, prompt=cfg.prompt)
     metrics["end_of_text_id"] = float(layout.stop_id) if layout.stop_id is not None else -1.0
-    augment = Blip2TrainTransform(source.image_processor) if cfg.data.augment == "blip2" else None
+    augment = None
+    if cfg.data.augment == "blip2":
+        augment = Blip2TrainTransform(source.image_processor, normalise=scale_of(preprocess) is None)
+    train_pixels = augment.pixel_scale if augment is not None and not augment.normalise else scale_of(preprocess)
     train_set = MixedVLData(sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images)
     val_set = VLDataset(val_samples, preprocess) if val_samples else None
-    return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics, val_by_spec)
+    return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics, val_by_spec,
+                 train_pixels, scale_of(preprocess))
 
 
 def make_eval(setup: Setup, cfg: VPGTransRecipe):
@@ -230,7 +246,6 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     """
     if setup.val_set is None:
         return None
-    from vltool.data.vl_dataset import image_preprocessor
     from vltool.eval.dataset_eval import evaluate_dataset
     from vltool.eval.predictors import GenerationSettings, Predictor
 
@@ -239,7 +254,7 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     by_spec = setup.val_by_spec
     generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
                                     min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt)
-    preprocess = image_preprocessor(setup.source.image_processor)
+    preprocess = setup.val_set.images.preprocess
 
     def evaluate(model, step: int) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -247,7 +262,7 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
         size = cfg.eval.batch_size
         for start in range(0, len(samples), size):
             rows = setup.val_set.rows[start:start + size]
-            batch = {k: v.to(device) for k, v in collate(rows).items()}
+            batch = normalise_batch({k: v.to(device) for k, v in collate(rows).items()}, setup.val_pixels)
             losses.append(float(vlm.forward(model, batch).loss) * len(rows))
         metrics = {"val_loss": sum(losses) / len(samples)}
         predictor = Predictor(f"step {step}", model.language_model, setup.tokenizer, model, preprocess, setup.layout)
@@ -294,9 +309,13 @@ def _feature_table(setup: Setup, model, settings, accelerator, reporter: Reporte
         return None
     found = feature_cache.find(key) is not None
     model.eval()
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:  # uint8 pixels are normalised on the device
+        return vlm.query_output(model, normalise(pixels.to(accelerator.device), scale_of(images.preprocess)))
+
     with torch.no_grad():
         table = feature_cache.build(
-            accelerator, key, len(images), lambda px: vlm.query_output(model, px.to(accelerator.device)),
+            accelerator, key, len(images), encode,
             feature_cache.image_batches(images, 64, resolve_workers(settings.num_workers, setup.train_set)),
             dtype, {"images": len(images), "preprocessing": preprocessing},
         )
@@ -340,7 +359,8 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
     setup.train_set.bad_features = getattr(features, "bad", set())
     setup.train_set.bad_log = _run_root(out) / "bad-images"
     model.to(accelerator.device)
-    result = train(model, vlm.caption_loss, setup.train_set, settings, collate_fn=collate, run_dir=run_dir,
+    loss = NormalisedLoss(vlm.caption_loss, setup.train_pixels)  # uint8 pixels normalised on the device
+    result = train(model, loss, setup.train_set, settings, collate_fn=collate, run_dir=run_dir,
                    eval_fn=make_eval(setup, cfg), reporter=reporter, resume=resume_here, accelerator=accelerator,
                    task=f"{phase} ({cfg.dst})")
     if result.stopped != "completed":
