@@ -186,3 +186,20 @@ def test_the_losses_run_through_a_wrapper_forward() -> None:
     mma = Wrapper(tiny_mma())
     torch.testing.assert_close(mma_loss(mma, mma_batch()), mma.module(mma_batch()).loss, **TIGHT)
     assert mma.calls == 1
+
+
+def test_dry_run_counts_logits_for_the_answer_tokens_only() -> None:
+    from vltool.models.meta_count import GIB
+    from vltool.models.mma.count import activation_gb
+    from vltool.models.mma.lavin7b import meta_lavin7b
+    from vltool.models.mma.layout import MAX_ANSWER_TOKENS
+
+    model = meta_lavin7b()
+    row = model.lm.config.vocab_size * 8 / GIB  # fp32 logits + their gradient, per labelled token
+
+    def logits(tokens: int, **kw) -> float:
+        return activation_gb(model, 4, tokens, "bf16", **kw) - activation_gb(model, 4, tokens, "bf16", answer_tokens=0)
+
+    assert logits(512, answer_tokens=40) == pytest.approx(4 * 40 * row)
+    assert logits(512) == pytest.approx(4 * (MAX_ANSWER_TOKENS + 1) * row)  # the collator's longest answer + EOS
+    assert logits(100) == pytest.approx(4 * 100 * row)

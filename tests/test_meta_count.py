@@ -77,7 +77,7 @@ def test_memory_terms_follow_the_documented_formula() -> None:
     assert warm["weights_gb"] == pytest.approx((matrices * 2 + frozen_fp32 * 4) / GIB)
     assert warm["trainable_states_gb"] == pytest.approx(counts["projector"] * 16 / GIB)
     seq = 32 + 1 + 32
-    llm = 32 * seq * 8 * 4096 * (34 + 5 * 32 * seq / 4096) + 8 * seq * 32000 * 8
+    llm = 32 * seq * 8 * 4096 * (34 + 5 * 32 * seq / 4096) + 8 * 32 * 32000 * 8  # logits: caption tokens only
     assert warm["activations_gb"] == pytest.approx(llm / GIB)
     qformer = 12 * 32 * 8 * 768 * (34 + 5 * 12 * 32 / 768) * 2 + 8 * 257 * 1408 * 8
     assert transfer["activations_gb"] == pytest.approx((llm + qformer) / GIB)

@@ -18,9 +18,12 @@ Memory estimate per GPU, no sharding, in GiB (a planning figure, not a promise):
   a heads). The LLM's layers count in BOTH stages: the projector sits before the frozen LLM, so
   the gradient flows back through all of it. The Q-Former's layers count in the transfer stage
   only (s = query tokens), plus the ViT features it cross-attends to. The frozen ViT runs
-  without autograd and keeps nothing. Add the logits: ``b * s * vocab * 8`` bytes (fp32 logits
-  and their gradient, as transformers' loss upcasts). s for the LLM = query tokens + BOS + the
-  recipe's ``max_text_tokens``.
+  without autograd and keeps nothing. Add the logits: ``b * max_text_tokens * vocab * 8`` bytes
+  (fp32 logits and their gradient): the training loss runs the LM head on the labelled caption
+  positions only (``vltool.models.lm_loss``), never the query slots or BOS, so the estimate takes
+  one row per caption token at the recipe's ``max_text_tokens`` (a full-length caption adds its
+  end token; real batches of shorter captions have fewer). s for the LLM = query tokens + BOS +
+  the recipe's ``max_text_tokens``.
 
 Levers (``train.*``), each reflected in the estimate:
 - ``gradient_checkpointing``: a checkpointed layer keeps only its input, ``s * b * h`` values,
@@ -190,7 +193,7 @@ def activation_gb(model: Any, stage: str, batch: int, text_tokens: int, precisio
     heads = getattr(lm_config, "num_attention_heads", 1)
     total = layers_activation_bytes(lm_config.num_hidden_layers, seq, batch, lm_config.hidden_size, heads, value_bytes,
                                     checkpointing)
-    total += batch * seq * lm_config.vocab_size * 8
+    total += batch * text_tokens * lm_config.vocab_size * 8  # logits of the labelled caption tokens only
     if stage == "transfer":
         qf = model.qformer.config
         vit = model.vision_model.config

@@ -49,22 +49,29 @@ def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def activation_gb(model, batch: int, tokens: int, precision: str, checkpointing: bool = False) -> float:
+def activation_gb(model, batch: int, tokens: int, precision: str, checkpointing: bool = False,
+                  answer_tokens: int | None = None) -> float:
     """Activations kept for backward (GiB), Korthikanti et al. (2022) per layer, no recomputation.
 
     Every LLM layer holds an adapter, so backward passes through all of them; so it does through
-    the vision encoder when it holds adapters. Plus the logits and their gradient in fp32.
+    the vision encoder when it holds adapters. Plus the logits and their gradient in fp32, for the
+    answer tokens only (the loss runs the LM head on the labelled positions, ``lm_loss``):
+    ``answer_tokens`` a row, by default the most the collator keeps (``MAX_ANSWER_TOKENS`` + EOS,
+    at most ``tokens``), an upper bound: ScienceQA answers with their explanation are shorter.
     Checked on an H100 (bench/gpu_mma_real_scale.py): LaVIN-7B at 8 x 263 tokens in bf16 peaked at
-    25.8 GiB; this estimate gives 27.6 GiB for that shape.
+    25.8 GiB with the full-sequence logits of the loss before ``lm_loss``; this estimate gave
+    27.6 GiB for that shape (counting 257 of the 263 positions now takes 0.01 GiB off).
     """
     from vltool.models.meta_count import GIB, layers_activation_bytes, weight_bytes
     from vltool.models.mma.inject import wrappers
+    from vltool.models.mma.layout import MAX_ANSWER_TOKENS
 
     value_bytes = weight_bytes(precision)
     lm = model.lm.config
     total = layers_activation_bytes(lm.num_hidden_layers, tokens, batch, lm.hidden_size, lm.num_attention_heads,
                                     value_bytes, checkpointing)
-    total += batch * tokens * lm.vocab_size * 8
+    labelled = min(tokens, MAX_ANSWER_TOKENS + 1) if answer_tokens is None else answer_tokens
+    total += batch * labelled * lm.vocab_size * 8
     front = model.front_end
     vision = getattr(front, "vision", None) or getattr(front, "vision_model", None)
     if vision is not None and wrappers(vision):

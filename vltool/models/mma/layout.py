@@ -32,10 +32,14 @@ def image_prompt(prompt: str, num_visual: int) -> str:
     return "Image:" + IMAGE_TOKEN * num_visual + prompt
 
 
+MAX_ANSWER_TOKENS = 256  # an answer's tokens before its EOS (longer ones are cut)
+
+
 class MMACollator:
     """(image tensor or None, prompt, answer) rows -> an MMAModel batch."""
 
-    def __init__(self, tokenizer, num_visual: int, max_length: int = 512, max_answer_tokens: int = 256) -> None:
+    def __init__(self, tokenizer, num_visual: int, max_length: int = 512,
+                 max_answer_tokens: int = MAX_ANSWER_TOKENS) -> None:
         self.tok = tokenizer
         self.num_visual = num_visual
         self.max_length = max_length
