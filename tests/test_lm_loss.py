@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_blip2 import Q, pixels, tiny_llama, tiny_opt
+from tiny_blip2 import Q, pixels, qformer_config, tiny_llama, tiny_opt, vision_config
 from tiny_tokenizer import word_tokenizer
 from torch import nn
-from transformers import Blip2QFormerModel, Blip2VisionModel, CLIPVisionConfig, CLIPVisionModel
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import (
+    Blip2QFormerModel,
+    Blip2VisionModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+)
 
 from vltool.models import vlm
 from vltool.models.lm_loss import IGNORE, labelled_count, next_token_targets
@@ -44,8 +52,6 @@ def blip2(family: str):
           "llama": lambda: tiny_llama(len(tokenizer))}[family]()
     image_token = ensure_image_token(tokenizer, lm)
     torch.manual_seed(0)
-    from tiny_blip2 import qformer_config, vision_config
-
     model = vlm.assemble(Blip2VisionModel(vision_config()), Blip2QFormerModel(qformer_config()),
                          torch.randn(1, Q, 32) * 0.02, nn.Linear(32, lm.config.hidden_size), lm, image_token).eval()
     layout = vlm.VLTextLayout(tokenizer, Q, image_token, 16)
