@@ -52,7 +52,7 @@ def main() -> None:
         chunk = samples[i:i + 16]
         batch = unmerged.collator.batch([unmerged.preprocess(s.image) for s in chunk],
                                         [s.prompt for s in chunk], [s.answer for s in chunk])
-        batches.append(normalise_batch(batch, scale_of(unmerged.preprocess)))  # the predictor ships uint8
+        batches.append(normalise_batch(batch, scale_of(unmerged.preprocess)))  # uint8 when normalised on the device
     # The base: the same VPG + LLM the adapters were trained on, with no adapters at all.
     ref = read_artifact(args.adapters, verify=False).manifest["inputs"]["base"]["source"]
     blip2 = load_base(ref, "qformer").blip2

@@ -202,3 +202,40 @@ def test_transfer_trains_the_same_tensors_from_uint8_or_float_pixels(quick_world
     predictor.preprocess = image_preprocessor(predictor.preprocess.processor, uint8=True)
     assert isinstance(predictor.preprocess, UInt8Images)
     assert predictor.generate(samples, settings) == floats
+
+
+def test_tune_mma_with_lavins_clip_preprocessing_trains_the_same_from_uint8_or_float(quick_world: Path,
+                                                                                      tmp_path: Path) -> None:
+    """--front-end clip uses LaVIN's transform (bicubic 28 px here, ImageNet mean / std): same adapters, same
+    answers and answer NLLs from the MMA predictor either way."""
+    from cli_helpers import invoke
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from vltool.data.specs import load_spec
+    from vltool.eval.predictors import GenerationSettings, load_predictor
+
+    torch.manual_seed(0)
+    clip = tmp_path / "clip"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     image_size=28, patch_size=14)).save_pretrained(str(clip))
+    trained = {}
+    for on_device in ("true", "false"):
+        out = tmp_path / f"mma-{on_device}"
+        invoke(["tune-mma", "-r", "demo/tune-mma", "--model", "demo-llama", "--front-end", "clip", "--vision",
+                str(clip), "--out", str(out), "visual_tokens=2", "train.max_steps=2", "train.batch_size=8",
+                "data.max_train_samples=16", "data.val=[]", "train.num_workers=1",
+                f"data.device_normalise={on_device}"])
+        trained[on_device] = load_file(out / "adapters.safetensors")
+    for name, tensor in trained["true"].items():
+        assert torch.equal(tensor, trained["false"][name]), name
+
+    predictor = load_predictor(str(tmp_path / "mma-true"))
+    processor = predictor.preprocess.processor
+    samples = [s for s in load_spec("demo:sqa", "val") if s.image][:4]
+    settings = GenerationSettings(batch_size=2, max_new_tokens=4, workers=1)
+    predictor.preprocess = ImagePreprocessor(processor)
+    floats = predictor.generate(samples, settings), predictor.answer_nll(samples, 2)
+    predictor.preprocess = image_preprocessor(processor, uint8=True)
+    assert isinstance(predictor.preprocess, UInt8Images)
+    assert (predictor.generate(samples, settings), predictor.answer_nll(samples, 2)) == floats

@@ -142,7 +142,7 @@ def uint8_preprocessor(processor: Any) -> UInt8Images | None:
         probe = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8))
         direct = ImagePreprocessor(processor)(probe)
         through = images.scale(images(probe))
-    except (TypeError, ValueError, KeyError, IndexError, RuntimeError):
+    except Exception:  # noqa: BLE001 -- any processor that cannot be split this way keeps the float path
         return None
     if through.shape != direct.shape or not torch.allclose(through, direct.to(torch.float32), rtol=0, atol=1e-6):
         return None

@@ -148,7 +148,7 @@ def mma_logit_diff(adapters: Path, merged: Path, n: int = 8) -> float:
     samples = [s for s in load_spec("demo:sqa", "val") if s.image is not None][:n]
     images = [ours.preprocess(s.image) for s in samples]
     batch = ours.collator.batch(images, [s.prompt for s in samples], [s.answer for s in samples])
-    batch = normalise_batch(batch, scale_of(ours.preprocess))  # the predictor's preprocess ships uint8
+    batch = normalise_batch(batch, scale_of(ours.preprocess))  # uint8 when normalised on the device
     real = batch["attention_mask"].bool()  # padded positions are never read, so never compared
     with torch.no_grad():
         return float((ours.model(batch).logits - theirs.model(batch).logits)[real].abs().max())
