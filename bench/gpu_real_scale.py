@@ -14,9 +14,16 @@ FLOPs per micro-batch come from ``vltool.models.flops`` on the padded shape (tes
 torch's FLOP counter); MFU = FLOPs per second / the device's peak dense bf16 FLOP/s
 (``flops.PEAK_BF16_TFLOPS``). Prints one JSON line per (phase, micro-batch) and a summary.
 
+Each row also carries ``--dry-run``'s memory estimate for that exact shape (``estimate_gb``:
+frozen weights as the loop stores them + 16 bytes per trainable + activations at the run's
+longest padded batch, by the functions ``vltool/models/meta_count.py`` and
+``vltool/models/mma/count.py`` use) beside the measured ``torch.cuda.max_memory_allocated``
+(``peak_mem_gb``), and ``estimate_error`` = estimate / peak - 1 (the goal: within 10%).
+Models are built in fp32 and cast the way the training loop casts them (``train.frozen_dtype``).
+
 Levers (measure them one by one against the defaults):
   --attn sdpa|eager        attention kernels of ViT, Q-Former and LLM (default sdpa)
-  --vit-dtype bf16|fp32    dtype of the frozen ViT (default bf16)
+  --frozen-dtype auto|fp32 train.frozen_dtype: frozen LLM/ViT weight matrices in bf16 (auto, the default) or fp32
   --compile-frozen         torch.compile the frozen LLM's decoder layers and the frozen ViT's layers
   --fused-adamw            AdamW(fused=True) (CUDA)
   --grad-ckpt              train.gradient_checkpointing (LLM, and the adapted ViT in mma)
@@ -40,7 +47,9 @@ from torch.utils.data import Dataset
 from vltool.models import flops as F
 from vltool.models import vlm
 from vltool.models.lm_loss import labelled_count
-from vltool.models.meta_count import arch, meta_blip2
+from vltool.models.memory import cast_frozen_towers
+from vltool.models.meta_count import GIB, activation_gb, arch, frozen_weight_bytes, meta_blip2
+from vltool.models.mma.count import activation_gb as mma_activation_gb
 from vltool.training import loop as loop_module
 from vltool.training.loop import make_accelerator, train
 from vltool.training.settings import TrainSettings
@@ -112,9 +121,16 @@ def vpg_collate(data: Captions, q: int, image_token: int, pad: int, dtype, count
             batch["pixel_values"] = data.pixels[torch.tensor(idx) % len(data.pixels)].to(dtype)
         counter["flops"].append(F.vpgtrans_flops(config, stage, n, longest, labelled=labelled_count(labels)).total)
         counter["tokens"].append((int(mask.sum()), n * longest))
+        counter["longest"].append(longest)
         return batch
 
     return collate
+
+
+def samples_needed(args) -> int:
+    """One data set size for every run of a session (8192 rows unless a run needs more), so runs at
+    the same micro-batch draw the same length-bucketed batches and their speeds compare."""
+    return max(8192, max(args.batches) * args.accum * (args.steps + 2))
 
 
 def random_init_(model: torch.nn.Module) -> None:
@@ -147,21 +163,35 @@ def use_fused_adamw(on: bool) -> None:
     loop_module.build_optimizer = build
 
 
-def timed_run(model, loss_fn, data, collate, args, micro, counter, accelerator, device, settings_extra=None):
-    counter["flops"].clear()
-    counter["tokens"].clear()
+def frozen_setting(args, device) -> str:
+    """The bench's train.frozen_dtype: the lever on the GPU; on the CPU (fp32, no autocast) auto."""
+    return args.frozen_dtype if device.type == "cuda" else "auto"
+
+
+def store_frozen(model, args, device) -> None:
+    """Cast the frozen towers as the training loop will (before timing, so the peak is training's)."""
+    if device.type == "cuda" and args.frozen_dtype == "auto":
+        cast_frozen_towers(model, torch.bfloat16)
+
+
+def timed_run(model, loss_fn, data, collate, args, micro, counter, accelerator, device, estimate=None):
+    """Train ``args.steps`` steps through vltool's loop; samples/s, MFU, peak memory and the dry-run estimate."""
+    for values in counter.values():
+        values.clear()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     settings = TrainSettings(lr=1e-4, schedule="constant", max_steps=args.steps, batch_size=micro * args.accum,
                              micro_batch_size=micro, precision="bf16" if device.type == "cuda" else "no",
                              log_every=1, seed=0, num_workers=0, gradient_checkpointing=args.grad_ckpt,
-                             **(settings_extra or {}))
+                             frozen_dtype=frozen_setting(args, device))
     started = time.perf_counter()
     result = train(model, loss_fn, data, settings, collate_fn=collate, accelerator=accelerator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     rows = [r for r in result.history if "samples_per_s" in r]
+    if not rows:
+        return {"error": f"no step logged ({result.stopped})"}
     skip = min(2, len(rows) - 1)  # warm-up / compile iterations
     rows = rows[skip:]
     speed = sum(r["samples_per_s"] for r in rows) / len(rows)
@@ -170,11 +200,15 @@ def timed_run(model, loss_fn, data, collate, args, micro, counter, accelerator, 
     per_sample = sum(flops) / (len(flops) * micro)
     real, padded = map(sum, zip(*counter["tokens"], strict=True))
     peak = F.peak_tflops(torch.cuda.get_device_name()) if device.type == "cuda" else None
+    measured = torch.cuda.max_memory_allocated() / GIB if device.type == "cuda" else None
+    estimated = estimate(micro, max(counter["longest"]), counter) if estimate else None
     return {"micro_batch": micro, "accum": args.accum, "samples_per_s": round(speed, 2),
             "flops_per_sample": f"{per_sample:.4g}", "tflops_per_s": round(speed * per_sample / 1e12, 4),
             "mfu": round(speed * per_sample / (peak * 1e12), 4) if peak else None,
             "text_padding_share": round(1 - real / padded, 3),
-            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1024**3, 2) if device.type == "cuda" else None,
+            "peak_mem_gb": round(measured, 2) if measured else None,
+            "estimate_gb": float(f"{estimated:.4g}") if estimated is not None else None,
+            "estimate_error": round(estimated / measured - 1, 3) if measured and estimated is not None else None,
             "wall_s": round(time.perf_counter() - started, 1), "last_loss": round(rows[-1]["loss"], 4)}
 
 
@@ -190,22 +224,21 @@ def vpgtrans_phases(args, device, dtype, accelerator, results):
         sub.config._attn_implementation = args.attn
     model.to_empty(device=device)
     random_init_(model)
-    model.to(dtype)
-    if args.vit_dtype == "fp32":
-        model.vision_model.float()
+    vlm.set_trainable(model, vlm.WARMUP_PARTS)
+    store_frozen(model, args, device)
     if args.compile_frozen:
         compile_layers(model.language_model)
         compile_layers(model.vision_model)
     q = model.config.num_query_tokens
     size = model.config.vision_config.image_size
-    n = max(args.batches) * args.accum * (args.steps + 2)
+    n = samples_needed(args)
     data = Captions(n, caption_lengths(n), target["vocab_size"], size, args.bucket)
-    counter: dict = {"flops": [], "tokens": []}
-    vit_dtype = torch.float32 if args.vit_dtype == "fp32" else dtype
+    counter: dict = {"flops": [], "tokens": [], "longest": []}
+    precision = "bf16" if device.type == "cuda" else "no"
     cache = None
     if "warmup_cached" in args.phases:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            cache = torch.cat([vlm.query_output(model, data.pixels[i:i + 32].to(device, vit_dtype))
+            cache = torch.cat([vlm.query_output(model, data.pixels[i:i + 32].to(device, dtype))
                                for i in range(0, len(data.pixels), 32)]).float()
     for phase in [p for p in args.phases if p in F.VPGTRANS_STAGES]:
         parts = vlm.STAGE2_PARTS if phase == "stage2" else vlm.WARMUP_PARTS
@@ -214,10 +247,18 @@ def vpgtrans_phases(args, device, dtype, accelerator, results):
             for name, p in model.named_parameters():
                 if p.requires_grad:
                     p.data = p.data.float()  # fp32 master weights of what trains
-            collate = vpg_collate(data, q, image_token, 0, vit_dtype, counter, model.config, phase,
+            collate = vpg_collate(data, q, image_token, 0, dtype, counter, model.config, phase,
                                   cache if phase == "warmup_cached" else None)
-            row = {"phase": phase, **_try(lambda c=collate, m=micro: timed_run(model, vlm.caption_loss, data, c, args,
-                                                                            m, counter, accelerator, device))}
+            stage = "transfer" if phase == "stage2" else "warm-up"
+            frozen = "bf16" if device.type == "cuda" and args.frozen_dtype == "auto" else "fp32"
+
+            def estimate(m, longest, _, stage=stage, frozen=frozen):
+                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                return (frozen_weight_bytes(model, frozen) + 16 * trainable) / GIB + activation_gb(
+                    model, stage, m, longest, precision, args.grad_ckpt)
+
+            row = {"phase": phase, **_try(lambda c=collate, m=micro, e=estimate: timed_run(
+                model, vlm.caption_loss, data, c, args, m, counter, accelerator, device, e))}
             results.append(row)
             print(json.dumps(row), flush=True)
 
@@ -241,26 +282,25 @@ def mma_phase(args, device, dtype, accelerator, results):
     config, vision_config = mma_bench.configs(args.tiny)
     config._attn_implementation = args.attn
     vision_config._attn_implementation = args.attn
-    lm = mma_bench.build_lm(config, device, dtype)
-    vision = mma_bench.build_frozen(CLIPVisionModel, vision_config, device,
-                                    torch.float32 if args.vit_dtype == "fp32" else dtype)
+    lm = mma_bench.build_lm(config, device, torch.float32)
+    vision = mma_bench.build_frozen(CLIPVisionModel, vision_config, device, torch.float32)
     if args.compile_frozen:
         compile_layers(lm)
         compile_layers(vision)
     adapter = AdapterSettings()
     model = build_clip_mma(lm, vision, adapter, "attn", visual_tokens=6 if not args.tiny else 2, vision_adapters=True)
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
+    store_frozen(model, args, device)
     visual = 6 if not args.tiny else 2
-    n = max(args.batches) * args.accum * (args.steps + 2)
+    n = samples_needed(args)
     # ScienceQA-like rows: prompt (context + question + options) + answer with explanation, ~100-400 tokens.
     g = torch.Generator().manual_seed(2)
     lengths = (torch.exp(torch.randn(n, generator=g) * 0.35 + math.log(180))).round().clamp(64, args.mma_max_len).long()
     if args.tiny:
         lengths = (lengths // 16).clamp(min=8)
     data = Captions(n, lengths, config.vocab_size, vision_config.image_size, args.bucket)
-    counter: dict = {"flops": [], "tokens": []}
+    counter: dict = {"flops": [], "tokens": [], "longest": [], "answer": []}
+    precision = "bf16" if device.type == "cuda" else "no"
+    frozen = "bf16" if device.type == "cuda" and args.frozen_dtype == "auto" else "fp32"
     spec = {"bottleneck": adapter.bottleneck, "groups": adapter.groups, "router": adapter.router}
 
     def collate(idx):
@@ -279,12 +319,20 @@ def mma_phase(args, device, dtype, accelerator, results):
         counter["flops"].append(F.mma_flops(config, vision_config, spec, "attn", rows, longest, rows,
                                             visual_tokens=visual, labelled=int((labels != -100).sum())).total)
         counter["tokens"].append((int(mask.sum()), rows * longest))
+        counter["longest"].append(longest)
+        counter["answer"].append(int((labels != -100).sum(1).max()))
         return {"input_ids": ids, "attention_mask": mask, "modality": torch.ones(rows, dtype=torch.long),
                 "pixel_values": data.pixels[torch.tensor(idx) % len(data.pixels)].to(dtype), "labels": labels}
 
+    def estimate(micro, longest, counts):
+        # The LLM runs the modality token + the padded text; logits for the longest answer per row.
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return (frozen_weight_bytes(model, frozen) + 16 * trainable) / GIB + mma_activation_gb(
+            model, micro, longest + 1, precision, args.grad_ckpt, answer_tokens=max(counts["answer"]))
+
     for micro in args.batches:
         row = {"phase": "mma", **_try(lambda micro=micro: timed_run(model, mma_loss, data, collate, args, micro, counter,
-                                                                    accelerator, device))}
+                                                                    accelerator, device, estimate))}
         results.append(row)
         print(json.dumps(row), flush=True)
 
@@ -298,7 +346,7 @@ def main() -> None:
     ap.add_argument("--accum", type=int, default=1)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    ap.add_argument("--vit-dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--frozen-dtype", choices=["auto", "fp32"], default="auto")
     ap.add_argument("--compile-frozen", action="store_true")
     ap.add_argument("--fused-adamw", action="store_true")
     ap.add_argument("--grad-ckpt", action="store_true")
@@ -315,7 +363,7 @@ def main() -> None:
     header = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "peak_bf16_tflops": F.peak_tflops(torch.cuda.get_device_name()) if device.type == "cuda" else None,
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-              "levers": {k: getattr(args, k) for k in ("attn", "vit_dtype", "compile_frozen", "fused_adamw", "grad_ckpt",
+              "levers": {k: getattr(args, k) for k in ("attn", "frozen_dtype", "compile_frozen", "fused_adamw", "grad_ckpt",
                                                        "bucket", "accum")},
               "source": "tiny" if args.tiny else args.source, "target": "tiny" if args.tiny else args.target}
     print(json.dumps(header), flush=True)
