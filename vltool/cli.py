@@ -93,9 +93,13 @@ def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
 
 
 def _show_artifact(path: Path) -> None:
+    from accelerate import PartialState
+
     from vltool.artifacts import read_artifact
     from vltool.ui.tables import rows_table
 
+    if not PartialState().is_main_process:  # under `accelerate launch`, one table, not one per process
+        return
     art = read_artifact(path, verify=False)
     rows = [["artifact", str(path)], ["kind", art.kind]]
     rows += [[k, v] for k, v in sorted(art.manifest.get("metrics", {}).items()) if not isinstance(v, dict)]

@@ -47,7 +47,10 @@ def query_output(model: Blip2ForConditionalGeneration, pixel_values: torch.Tenso
 def forward(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]):
     """Forward from pixels, or from cached Q-Former outputs (``batch['query_output']``)."""
     if "query_output" in batch:
-        features = model.language_projection(batch["query_output"])
+        # The projector runs before the (DDP-wrapped) model's own forward: reached through the
+        # wrapper, its gradient is still all-reduced by the wrapper's per-parameter hooks
+        # (tests/test_stage_ddp.py: two processes give the one-process projector).
+        features = unwrap(model).language_projection(batch["query_output"])
         encoded = {"image": BaseModelOutputWithVisionQformerOutputs(pooler_output=features)}
         return model(pixel_values=None, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                      labels=batch.get("labels"), mm_encoder_outputs=encoded)

@@ -113,6 +113,7 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
                 shutil.copy(run_dir / "metrics.jsonl", writer.path / "metrics.jsonl")
     if accelerator.is_main_process:
         shutil.rmtree(run_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()  # every process returns once the artifact exists (the CLI reads it)
     return out
 
 

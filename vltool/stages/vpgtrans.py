@@ -263,7 +263,7 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
         for start in range(0, len(samples), size):
             rows = setup.val_set.rows[start:start + size]
             batch = normalise_batch({k: v.to(device) for k, v in collate(rows).items()}, setup.val_pixels)
-            losses.append(float(vlm.forward(model, batch).loss) * len(rows))
+            losses.append(float(vlm.caption_loss(model, batch)) * len(rows))  # LM head on caption tokens only
         metrics = {"val_loss": sum(losses) / len(samples)}
         predictor = Predictor(f"step {step}", model.language_model, setup.tokenizer, model, preprocess, setup.layout)
         for spec, spec_samples in by_spec.items():
@@ -442,6 +442,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator, started=started)
     if accelerator.is_main_process:
         shutil.rmtree(_run_root(out), ignore_errors=True)
+    accelerator.wait_for_everyone()  # every process returns once the artifact exists (the CLI reads it)
     return path
 
 
@@ -483,6 +484,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     path = _save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
     if accelerator.is_main_process:
         shutil.rmtree(_run_root(out), ignore_errors=True)
+    accelerator.wait_for_everyone()  # every process returns once the artifact exists (the CLI reads it)
     return path
 
 

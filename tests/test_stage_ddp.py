@@ -1,0 +1,47 @@
+"""Stages under ``accelerate launch`` with 2 CPU processes (DDP over gloo), as a multi-GPU user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+WARMUP = ["warmup", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
+          "warmup.max_steps=6", "data.max_train_samples=16", "train.batch_size=8", "train.log_every=2",
+          "train.num_workers=0"]
+
+
+def _run(home: Path, args: list[str], processes: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLTOOL_HOME": str(home), "VLTOOL_DEMO_PROFILE": "quick", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "200", "ACCELERATE_USE_CPU": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              *(["--multi_gpu"] if processes > 1 else []), "-m", "vltool"]
+    return subprocess.run([*launch, *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.dist
+def test_warmup_from_the_feature_cache_trains_the_same_projector_on_two_processes(quick_world: Path,
+                                                                                 tmp_path: Path) -> None:
+    """16 samples over 6 steps of 8: images repeat, so the warm-up trains from cached Q-Former outputs.
+    Two processes (4 samples each a step) must give the one-process result: the projector's gradient
+    is all-reduced although it runs outside BLIP-2's own forward."""
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        # One process: the step's 8 samples as 2 accumulated micro-batches of 4, the micro-batches
+        # the two processes get; each is a mean over its own caption tokens, and both runs average them.
+        result = _run(quick_world, [*WARMUP, "train.micro_batch_size=4", "--out", str(out)], processes)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "feature cache" in result.stdout + result.stderr
+        runs[processes] = load_file(out / "vpg.safetensors")
+    one, two = runs[1], runs[2]
+    projector = [k for k in one if k.startswith("projector.")]
+    assert projector and one.keys() == two.keys()
+    for key in projector:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
