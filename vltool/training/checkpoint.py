@@ -136,4 +136,12 @@ def claim_run_folder(root: Path, resume: bool, force: bool, resume_flag: str = "
     if has_checkpoint(root) and not force:
         raise UserError(f"{root} holds checkpoints of an unfinished run; pass {resume_flag} to continue it "
                         f"or --force to discard them")
-    shutil.rmtree(root, ignore_errors=True)
+    # Under `accelerate launch` every process gets here: one removes the old folder, and all wait
+    # for it, or a late process would delete what an early one has started writing.
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    if state.is_main_process:
+        shutil.rmtree(root, ignore_errors=True)
+    state.wait_for_everyone()

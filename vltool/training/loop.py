@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -292,6 +292,11 @@ class _Run:
         accelerator.step = 0  # accumulate()'s micro-batch counter (the Accelerator may be shared by phases)
         configure_deepspeed(accelerator, micro, accum, settings.max_grad_norm)
         configure_fsdp(accelerator, self.model)
+        if getattr(self.model, "may_leave_parameters_unused", False):
+            # DDP all-reduces each gradient bucket once every rank has it; a trainable left out of
+            # one rank's forward (an MMA text-only micro-batch skips the front end) must be marked
+            # ready there, or the ranks' collectives stop matching.
+            accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
         model, optimizer, scheduler = accelerator.prepare(self.model, optimizer, scheduler)
         trainables = [p for p in model.parameters() if p.requires_grad]
 

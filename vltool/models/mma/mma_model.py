@@ -48,6 +48,10 @@ class MMAModel(nn.Module):
     pixel_values to [B, n, d_llm] (None for a text-only model).
     """
 
+    # A text-only micro-batch never runs the front end (its projection and vision adapters get no
+    # gradient on that process): under DDP the training loop asks for find_unused_parameters.
+    may_leave_parameters_unused = True
+
     def __init__(self, lm: nn.Module, front_end: nn.Module | None = None) -> None:
         super().__init__()
         self.lm = lm
