@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.settings import TrainSettings
 
@@ -61,18 +62,6 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.named_parameters() if v.requires_grad}
 
 
-def gathered_trainable_state(accelerator, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable tensors, whole: under FSDP / DeepSpeed ZeRO-3 each rank holds shards, which
-    Accelerate's ``get_state_dict`` gathers (a collective: every rank calls it)."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return trainable_state(model)
-    names = [k for k, v in model.named_parameters() if v.requires_grad]
-    full = accelerator.get_state_dict(model)
-    return {k: full[k].detach().float().clone().contiguous() for k in names if k in full}
-
-
 class CrashAt:
     """Eval hook that kills the process at a given step, as a crash would."""
 
@@ -96,7 +85,10 @@ def main(argv: list[str]) -> None:
     cfg = settings(steps, save_every=2, eval_every=1 if crash else 0)
     result = train(model, mse, make_data(), cfg, run_dir=run_dir, resume=resume,
                    eval_fn=CrashAt(crash) if crash else None, accelerator=accelerator)
-    state = gathered_trainable_state(accelerator, result.model)
+    # vltool's own gathering (whole tensors under FSDP / ZeRO-3), as the stages save their artifacts.
+    names = {k for k, v in result.model.named_parameters() if v.requires_grad}
+    state = {k: v.detach().float().clone().contiguous()
+             for k, v in whole_tensors(accelerator, result.model, names.__contains__).items()}
     if accelerator.is_main_process:
         save_file(state, str(run_dir / "final.safetensors"))
     rank = accelerator.process_index

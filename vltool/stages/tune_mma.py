@@ -26,8 +26,9 @@ from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictors import GenerationSettings, MMAPredictor
 from vltool.models.mma import loading
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
-from vltool.models.mma.mma_model import mma_loss
+from vltool.models.mma.mma_model import is_trainable_name, mma_loss
 from vltool.training.checkpoint import claim_run_folder
+from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
 
@@ -94,9 +95,11 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         "image_samples": sum(s.image is not None for s in train_samples),
         "text_only_samples": sum(s.image is None for s in train_samples),
     }
+    # What an adapters artifact stores, whole (a collective under FSDP / ZeRO-3: every process).
+    adapters = whole_tensors(accelerator, trained, is_trainable_name)
     if accelerator.is_main_process:
         with ArtifactWriter(out, "adapters", force=force, started=started) as writer:
-            writer.save_tensors("adapters.safetensors", loading.trainable_state(trained))
+            writer.save_tensors("adapters.safetensors", {k: v.detach().contiguous() for k, v in adapters.items()})
             writer.save_json("configs/mma.json", {"front_end": cfg.front_end, "adapter": cfg.adapter.model_dump(),
                                                   "max_length": cfg.max_length,
                                                   "visual_tokens": trained.front_end.num_tokens})

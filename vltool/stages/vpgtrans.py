@@ -45,6 +45,7 @@ from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
 from vltool.sources.vpg_source import VPGSource, load_source, load_target
 from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint
+from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
 
@@ -382,13 +383,18 @@ def _save(setup: Setup, model, cfg: VPGTransRecipe, out: Path, force: bool, rows
           metrics: dict[str, Any], accelerator, converter_report: dict | None = None,
           started: float | None = None) -> Path:
     """Write the vpg artifact: trained tensors + configs + references to the frozen ViT and LLM."""
+    # Model names -> artifact names. Gathered whole first: under FSDP / ZeRO-3 that is a
+    # collective every process takes part in (vltool.training.gather).
+    renames = {"qformer.": "qformer.", "vision_model.post_layernorm.": "ln_vision.",
+               "language_projection.": "projector.", "query_tokens": "query_tokens"}
+    state = whole_tensors(accelerator, model, lambda name: name.startswith(tuple(renames)))
     if not accelerator.is_main_process:
         return out
     with ArtifactWriter(out, "vpg", force=force, started=started) as writer:
-        tensors = {f"qformer.{k}": v for k, v in model.qformer.state_dict().items()}
-        tensors.update({f"ln_vision.{k}": v for k, v in model.vision_model.post_layernorm.state_dict().items()})
-        tensors.update({f"projector.{k}": v for k, v in model.language_projection.state_dict().items()})
-        tensors["query_tokens"] = model.query_tokens.detach()
+        tensors = {}
+        for name, value in state.items():
+            prefix = next(p for p in renames if name.startswith(p))
+            tensors[renames[prefix] + name[len(prefix):]] = value.detach()
         writer.save_tensors("vpg.safetensors", tensors)
         writer.save_json("configs/qformer.json", model.qformer.config.to_dict())
         writer.save_json("configs/vision.json", model.vision_model.config.to_dict())

@@ -353,10 +353,14 @@ class _Run:
         steps_timed = 0
         faults = planned_faults(self.task)
 
+        # Under FSDP / DeepSpeed every forward gathers parameter shards from all processes, so all
+        # of them run the evaluation (the same samples, the same number of forwards); the main one logs.
+        sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
         def evaluate(step: int) -> None:
             if self.eval_fn is None:
                 return
-            if self.main:
+            if self.main or sharded:
                 unwrapped = accelerator.unwrap_model(model)
                 was_training = unwrapped.training
                 unwrapped.eval()
@@ -364,6 +368,7 @@ class _Run:
                 with torch.no_grad(), accelerator.autocast():
                     metrics = {k: float(v) for k, v in self.eval_fn(unwrapped, step).items()}
                 unwrapped.train(was_training)
+            if self.main:
                 row = {"step": step, "eval": metrics}
                 history.append(row)
                 log.write(row)
