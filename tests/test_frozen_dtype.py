@@ -6,14 +6,12 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from tiny_blip2 import tiny_model
+from tiny_lms import tiny_clip_mma
 from torch.utils.data import Dataset
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from vltool.errors import UserError
 from vltool.models import vlm
 from vltool.models.memory import cast_frozen_towers, frozen_dtype_name, frozen_tower_parameters
-from vltool.models.mma.build import build_clip_mma
-from vltool.models.mma.inject import AdapterSettings
 from vltool.training.loop import make_accelerator, train
 from vltool.training.settings import TrainSettings
 
@@ -103,12 +101,7 @@ def test_fp32_run_leaves_everything_fp32():
 
 
 def test_mma_towers_are_the_llm_and_clip_not_the_adapters():
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2))
-    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                              num_attention_heads=2, image_size=28, patch_size=14))
-    model = build_clip_mma(lm, vision, AdapterSettings(bottleneck=4, groups=2), "attn", visual_tokens=2)
+    model = tiny_clip_mma()
     names = [n for n, _ in frozen_tower_parameters(model)]
     assert any(".lm." in f".{n}" or n.startswith("lm.") for n in names)
     assert any("vision" in n for n in names)

@@ -5,14 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 from tiny_blip2 import tiny_model
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from tiny_lms import tiny_clip_mma
 
-from vltool.models.mma.build import build_clip_mma
-from vltool.models.mma.inject import AdapterSettings
 from vltool.training.fsdp import configure_fsdp, fsdp_layer_classes
 
 
@@ -45,12 +42,7 @@ def test_blip2_blocks_become_fsdp_units_where_accelerates_default_fails(family, 
 
 
 def test_mma_model_shards_its_llm_and_clip_blocks():
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                                      num_attention_heads=4, num_key_value_heads=2))
-    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                              num_attention_heads=2, image_size=28, patch_size=14))
-    model = build_clip_mma(lm, vision, AdapterSettings(bottleneck=4, groups=2), "attn", visual_tokens=2)
+    model = tiny_clip_mma(lm_layers=3)
     assert fsdp_layer_classes(model) == ["CLIPEncoderLayer", "LlamaDecoderLayer"]
     plugin = _plugin()
     configure_fsdp(_accelerator(plugin), model)

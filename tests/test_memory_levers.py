@@ -6,13 +6,11 @@ import pytest
 import torch
 from loop_fixture import TinyNet, make_data, mse, settings
 from tiny_blip2 import tiny_model
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from tiny_lms import tiny_clip_mma
 
 from vltool.errors import UserError
 from vltool.models import vlm
 from vltool.models.memory import check_quantization, checkpoint_targets, enable_gradient_checkpointing
-from vltool.models.mma.build import build_clip_mma
-from vltool.models.mma.inject import AdapterSettings
 from vltool.models.mma.layout import VISUAL
 from vltool.models.mma.mma_model import mma_loss
 from vltool.training.loop import make_accelerator, train
@@ -50,12 +48,7 @@ def test_checkpointed_frozen_llm_passes_the_same_gradients_to_the_vpg(family):
 
 
 def test_checkpointing_covers_an_adapted_vision_encoder():
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2))
-    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=4,
-                                              num_attention_heads=2, image_size=28, patch_size=14))
-    model = build_clip_mma(lm, vision, AdapterSettings(bottleneck=4, groups=2, dropout=0.1), "attn", visual_tokens=2)
+    model = tiny_clip_mma(vision_layers=4)
     with torch.no_grad():  # non-zero up-projections, so gradients reach every adapter
         for name, p in model.named_parameters():
             if ".up_" in name:
