@@ -33,7 +33,7 @@ run() {  # run NAME [gpu_real_scale flags...]: one lever setting; its rows are t
 }
 
 # Baseline (the product's defaults: SDPA, frozen towers in bf16, length buckets), batch sweep.
-run base --phases warmup_cached,warmup,stage2,mma --batches 16,32,64
+run base --phases warmup_cached,warmup,stage2,mma --batches 16,32,64,128  # up to what fits: OOM rows say so
 # Levers, one at a time against the baseline, at micro-batch 32.
 run frozen_fp32 --phases stage2,mma --batches 32 --frozen-dtype fp32
 run eager_attention --phases stage2,mma --batches 32 --attn eager
