@@ -178,6 +178,8 @@ def timed_run(model, loss_fn, data, collate, args, micro, counter, accelerator, 
     """Train ``args.steps`` steps through vltool's loop; samples/s, MFU, peak memory and the dry-run estimate."""
     for values in counter.values():
         values.clear()
+    for param in model.parameters():  # gradients left by a run that ran out of memory
+        param.grad = None
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
