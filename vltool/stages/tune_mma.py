@@ -28,6 +28,7 @@ from vltool.models.mma import loading
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import is_trainable_name, mma_loss
 from vltool.training.checkpoint import claim_run_folder
+from vltool.training.data_loader import resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
@@ -63,8 +64,10 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     accelerator = make_accelerator(cfg.train.precision)
     model.to(accelerator.device)
 
+    # Validation images decode in DataLoader workers, as training's do (train.num_workers).
     generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
-                                    cfg.eval.num_beams, prompt=cfg.eval.prompt)
+                                    cfg.eval.num_beams, prompt=cfg.eval.prompt,
+                                    workers=resolve_workers(cfg.train.num_workers, dataset))
 
     def eval_all(m, step: int) -> dict[str, float]:
         """Each validation set through the predictor and scorer ``vltool eval`` uses."""

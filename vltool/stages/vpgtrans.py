@@ -45,6 +45,7 @@ from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
 from vltool.sources.vpg_source import VPGSource, load_source, load_target
 from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint
+from vltool.training.data_loader import iterate, make_loader, resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
@@ -253,18 +254,23 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     samples = setup.val_set.samples
     collate = VLCollator(setup.val_set, setup.layout)
     by_spec = setup.val_by_spec
+    # Images decode in DataLoader workers, as in training (train.num_workers), for the loss pass
+    # and for generation alike: the accelerator does not wait on the main process's decoding.
+    workers = resolve_workers(cfg.train.num_workers, setup.val_set)
     generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
-                                    min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt)
+                                    min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt, workers=workers)
     preprocess = setup.val_set.images.preprocess
+    size = cfg.eval.batch_size
+    order = [list(range(start, min(start + size, len(samples)))) for start in range(0, len(samples), size)]
 
     def evaluate(model, step: int) -> dict[str, float]:
         device = next(model.parameters()).device
         losses = []
-        size = cfg.eval.batch_size
-        for start in range(0, len(samples), size):
-            rows = setup.val_set.rows[start:start + size]
-            batch = normalise_batch({k: v.to(device) for k, v in collate(rows).items()}, setup.val_pixels)
-            losses.append(float(vlm.caption_loss(model, batch)) * len(rows))  # LM head on caption tokens only
+        loader = make_loader(setup.val_set, order, collate, workers if len(order) > 1 else 0)
+        for batch in iterate(loader):
+            rows = len(batch["input_ids"])
+            batch = normalise_batch({k: v.to(device) for k, v in batch.items()}, setup.val_pixels)
+            losses.append(float(vlm.caption_loss(model, batch)) * rows)  # LM head on caption tokens only
         metrics = {"val_loss": sum(losses) / len(samples)}
         predictor = Predictor(f"step {step}", model.language_model, setup.tokenizer, model, preprocess, setup.layout)
         for spec, spec_samples in by_spec.items():
@@ -293,7 +299,6 @@ def _finished(run_dir: Path) -> bool:
 def _feature_table(setup: Setup, model, settings, accelerator, reporter: Reporter):
     """The warm-up feature cache on disk (see ``vltool.data.feature_cache``), or None when it cannot pay."""
     from vltool.data import feature_cache
-    from vltool.training.data_loader import resolve_workers
     from vltool.training.loop import plan_steps
 
     images = setup.train_set.images
