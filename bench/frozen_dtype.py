@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lm_loss import build, cpu_name  # the same model and batch
+from lm_loss import build, model_arguments, print_header, run_variants  # the same model and batch
 
 
 def rss_mb(field: str) -> float:
@@ -72,29 +70,12 @@ def child(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--queries", type=int, default=32)
-    ap.add_argument("--text", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--child", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
+    model_arguments(ap, ("fp32", "bf16"), steps=3)
     args = ap.parse_args()
     if args.child:
         return child(args)
-    argv = list(sys.argv[1:])
-    print(f"# python bench/frozen_dtype.py {' '.join(argv)}".rstrip())
-    print(f"# {datetime.now().strftime('%Y-%m-%d %H:%M')}, CPU: {cpu_name()}, {args.threads} threads; "
-          f"torch {torch.__version__}; bf16 autocast on CPU (no bf16 matrix units: times are not a GPU's)")
-    print(f"# random LLaMA: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; batch {args.batch} x "
-          f"({args.queries} queries + {args.text} text slots); cached warm-up (projector trains)")
-    rows = {}
-    for variant in ("fp32", "bf16"):
-        out = subprocess.run([sys.executable, __file__, *argv, "--child", variant], capture_output=True, text=True,
-                             check=True)
-        rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    print_header("frozen_dtype.py", args, "; no bf16 matrix units: times are not a GPU's", "bf16 autocast")
+    rows = run_variants(__file__, ("fp32", "bf16"))
     for name, row in rows.items():
         print(f"frozen towers {name}: frozen weights {row['frozen_mb']:7.1f} MiB  RSS before the step "
               f"{row['before_mb']:7.1f} MiB  peak during one fwd+bwd {row['peak_mb']:7.1f} MiB "

@@ -102,31 +102,47 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def model_arguments(ap: argparse.ArgumentParser, variants: tuple[str, ...], steps: int) -> None:
+    """The model / batch options (also bench/frozen_dtype.py's) and the hidden per-variant child flag."""
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--queries", type=int, default=32)
     ap.add_argument("--text", type=int, default=16, help="text slots after the queries: BOS + caption, padded")
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
+    ap.add_argument("--steps", type=int, default=steps, help="timed steps per variant (median)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--child", choices=["old", "new"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=variants, help=argparse.SUPPRESS)
+
+
+def print_header(script: str, args: argparse.Namespace, note: str, precision: str) -> None:
+    """The command, date, CPU and model of a run, as comment lines above its results."""
+    print(f"# python bench/{script} {' '.join(sys.argv[1:])}".rstrip())
+    print(f"# {datetime.now().strftime('%Y-%m-%d %H:%M')}, CPU: {cpu_name()}, {torch.get_num_threads()} threads "
+          f"available, {args.threads} used; torch {torch.__version__}{note}")
+    print(f"# random LLaMA: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; batch {args.batch} x "
+          f"({args.queries} queries + {args.text} text slots); cached warm-up (projector trains), {precision}")
+
+
+def run_variants(script: str, variants: tuple[str, ...]) -> dict[str, dict]:
+    """Each variant in a fresh subprocess of ``script`` (so its peak memory is its own); their JSON rows."""
+    argv = list(sys.argv[1:])
+    rows = {}
+    for variant in variants:
+        out = subprocess.run([sys.executable, script, *argv, "--child", variant], capture_output=True, text=True,
+                             check=True)
+        rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    model_arguments(ap, ("old", "new"), steps=5)
     args = ap.parse_args()
     if args.child:
         return child(args)
-    argv = list(sys.argv[1:])
-    print(f"# python bench/lm_loss.py {' '.join(argv)}".rstrip())
-    print(f"# {datetime.now().strftime('%Y-%m-%d %H:%M')}, CPU: {cpu_name()}, {torch.get_num_threads()} threads "
-          f"available, {args.threads} used; torch {torch.__version__}")
-    print(f"# random LLaMA: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; batch {args.batch} x "
-          f"({args.queries} queries + {args.text} text slots); cached warm-up (projector trains), fp32")
-    rows = {}
-    for variant in ("old", "new"):
-        out = subprocess.run([sys.executable, __file__, *argv, "--child", variant], capture_output=True, text=True,
-                             check=True)
-        rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    print_header("lm_loss.py", args, "", "fp32")
+    rows = run_variants(__file__, ("old", "new"))
     old, new = rows["old"], rows["new"]
     b, t = old["shape"]
     n = new["labelled"]
