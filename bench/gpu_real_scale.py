@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 from vltool.models import flops as F
 from vltool.models import vlm
 from vltool.models.lm_loss import labelled_count
-from vltool.models.memory import cast_frozen_towers
+from vltool.models.memory import FROZEN_DTYPE_NAMES, cast_frozen_towers, frozen_dtype_name
 from vltool.models.meta_count import GIB, activation_gb, arch, frozen_weight_bytes, meta_blip2
 from vltool.models.mma.count import activation_gb as mma_activation_gb
 from vltool.training import loop as loop_module
@@ -168,10 +168,20 @@ def frozen_setting(args, device) -> str:
     return args.frozen_dtype if device.type == "cuda" else "auto"
 
 
+def frozen_name(args, device) -> str:
+    """The dtype name the training loop stores the frozen towers in for this run (bf16 / fp32)."""
+    return frozen_dtype_name(frozen_setting(args, device), "bf16" if device.type == "cuda" else "no")
+
+
 def store_frozen(model, args, device) -> None:
     """Cast the frozen towers as the training loop will (before timing, so the peak is training's)."""
-    if device.type == "cuda" and args.frozen_dtype == "auto":
-        cast_frozen_towers(model, torch.bfloat16)
+    cast_frozen_towers(model, getattr(torch, FROZEN_DTYPE_NAMES[frozen_name(args, device)]))
+
+
+def states_gb(model, frozen: str) -> float:
+    """The dry-run's weights + trainable-state term: frozen tensors as stored, 16 bytes a trainable."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (frozen_weight_bytes(model, frozen) + 16 * trainable) / GIB
 
 
 def timed_run(model, loss_fn, data, collate, args, micro, counter, accelerator, device, estimate=None):
@@ -252,11 +262,8 @@ def vpgtrans_phases(args, device, dtype, accelerator, results):
             collate = vpg_collate(data, q, image_token, 0, dtype, counter, model.config, phase,
                                   cache if phase == "warmup_cached" else None)
             stage = "transfer" if phase == "stage2" else "warm-up"
-            frozen = "bf16" if device.type == "cuda" and args.frozen_dtype == "auto" else "fp32"
-
-            def estimate(m, longest, _, stage=stage, frozen=frozen):
-                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                return (frozen_weight_bytes(model, frozen) + 16 * trainable) / GIB + activation_gb(
+            def estimate(m, longest, _, stage=stage):
+                return states_gb(model, frozen_name(args, device)) + activation_gb(
                     model, stage, m, longest, precision, args.grad_ckpt)
 
             row = {"phase": phase, **_try(lambda c=collate, m=micro, e=estimate: timed_run(
@@ -302,7 +309,6 @@ def mma_phase(args, device, dtype, accelerator, results):
     data = Captions(n, lengths, config.vocab_size, vision_config.image_size, args.bucket)
     counter: dict = {"flops": [], "tokens": [], "longest": [], "answer": []}
     precision = "bf16" if device.type == "cuda" else "no"
-    frozen = "bf16" if device.type == "cuda" and args.frozen_dtype == "auto" else "fp32"
     spec = {"bottleneck": adapter.bottleneck, "groups": adapter.groups, "router": adapter.router}
 
     def collate(idx):
@@ -328,8 +334,7 @@ def mma_phase(args, device, dtype, accelerator, results):
 
     def estimate(micro, longest, counts):
         # The LLM runs the modality token + the padded text; logits for the longest answer per row.
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return (frozen_weight_bytes(model, frozen) + 16 * trainable) / GIB + mma_activation_gb(
+        return states_gb(model, frozen_name(args, device)) + mma_activation_gb(
             model, micro, longest + 1, precision, args.grad_ckpt, answer_tokens=max(counts["answer"]))
 
     for micro in args.batches:

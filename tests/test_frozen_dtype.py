@@ -120,8 +120,12 @@ def test_frozen_dtype_resolution_and_refusals():
     assert frozen_dtype_name("fp32", "bf16") == "fp32"
     model, _ = tiny_model("opt")
     vlm.set_trainable(model, vlm.WARMUP_PARTS)
+    # precision auto resolves to fp32 on the CPU: the loop refuses once it knows
     with pytest.raises(UserError, match="frozen_dtype=bf16 needs mixed precision"):
-        _train(model, "no", "bf16")
+        _train(model, "auto", "bf16")
+    # an explicit precision=no is refused when the recipe is read, before any model loads
+    with pytest.raises(ValueError, match="frozen_dtype=bf16 needs mixed precision"):
+        TrainSettings(max_steps=1, precision="no", frozen_dtype="bf16")
     AcceleratorState._reset_state()
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):
         _train(model, "bf16", "fp16")

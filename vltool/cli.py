@@ -93,12 +93,11 @@ def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
 
 
 def _show_artifact(path: Path) -> None:
-    from accelerate import PartialState
-
     from vltool.artifacts import read_artifact
+    from vltool.training.processes import is_main_process
     from vltool.ui.tables import rows_table
 
-    if not PartialState().is_main_process:  # under `accelerate launch`, one table, not one per process
+    if not is_main_process():  # under `accelerate launch`, one table, not one per process
         return
     art = read_artifact(path, verify=False)
     rows = [["artifact", str(path)], ["kind", art.kind]]
@@ -371,9 +370,9 @@ def eval_(
         results = stage.score_predictions_file(cfg, predictions, out=out, force=force)
     else:
         results = _run_stage(stage.run, cfg, list(models or []), out=out, force=force)
-    from accelerate import PartialState
+    from vltool.training.processes import is_main_process
 
-    if not PartialState().is_main_process:  # under `accelerate launch`, one table, not one per process
+    if not is_main_process():  # under `accelerate launch`, one table, not one per process
         return
     for dataset, by_model in results.items():
         console.print(metrics_table(dataset, by_model))
@@ -413,9 +412,9 @@ def predict(
     results = _run_stage(stage.run, model, images=image or (), images_dir=images, requests=requests,
                          prompt=prompt, max_new_tokens=max_new_tokens, num_beams=num_beams,
                          batch_size=batch_size, skip_bad_images=skip_bad_images)
-    from accelerate import PartialState
+    from vltool.training.processes import is_main_process
 
-    if not PartialState().is_main_process:  # under `accelerate launch`, print once
+    if not is_main_process():  # under `accelerate launch`, print once
         return
     for result in results:
         if json_lines:

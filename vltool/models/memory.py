@@ -121,9 +121,7 @@ def frozen_dtype_name(setting: str, mixed_precision: str, sharded: bool = False)
 
     ``auto`` is the autocast dtype (``bf16``/``fp16``; fp8 runs compute in bf16 outside the
     fp8 matmuls) and fp32 without mixed precision or under FSDP/DeepSpeed (``sharded``)."""
-    if setting != "auto":
-        if setting not in FROZEN_DTYPE_NAMES:
-            raise UserError(f"train.frozen_dtype must be auto, fp32, bf16 or fp16, not {setting!r}")
+    if setting != "auto":  # one of FROZEN_DTYPE_NAMES: TrainSettings validates it
         return setting
     if sharded:
         return "fp32"

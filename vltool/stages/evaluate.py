@@ -73,11 +73,9 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
                                   cfg.eval.num_beams, prompt=cfg.eval.prompt, workers=default_workers())
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data.eval}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
+    from vltool.training.processes import process_state
 
-    # As Accelerator does: a CPU launch (`ACCELERATE_USE_CPU=1 accelerate launch ...`) runs gloo processes
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = process_state()
     device = state.device  # the GPU when there is one (or what `accelerate launch` assigns)
     for model_spec in models:
         predictor = load_predictor(model_spec).to(device)

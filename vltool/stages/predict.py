@@ -165,11 +165,10 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
         num_beams: int = 1, batch_size: int = 16, skip_bad_images: bool = False,
         reporter: Reporter | None = None) -> list[Prediction]:
     """Answer every request with ``model``; the predictions come back in request order."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
 
     from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
     from vltool.stages.evaluate import sharded
+    from vltool.training.processes import process_state
 
     reporter = reporter or NullReporter()
     for name, value in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams),
@@ -189,7 +188,7 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
         raise UserError(f"{model} is a text-only model and cannot read images; give a vpg or adapters "
                         f"artifact, a merged folder or a BLIP-2 model, or ask with --prompt alone")
     # as eval: the GPU when there is one; under `accelerate launch` the requests are shared out
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = process_state()
     predictor.to(state.device)
     reporter.start(f"predict {Path(model).name}", len(samples))
     texts = sharded(state, samples, lambda part: predictor.generate(part, settings, progress=reporter.update))

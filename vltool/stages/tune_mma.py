@@ -27,7 +27,7 @@ from vltool.eval.predictors import GenerationSettings, MMAPredictor
 from vltool.models.mma import loading
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import is_trainable_name, mma_loss
-from vltool.training.checkpoint import claim_run_folder
+from vltool.training.checkpoint import claim_run_folder, release_run_folder
 from vltool.training.data_loader import resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
@@ -117,9 +117,7 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
             writer.manifest["precision"] = str(accelerator.mixed_precision)
             if run_dir.joinpath("metrics.jsonl").is_file():
                 shutil.copy(run_dir / "metrics.jsonl", writer.path / "metrics.jsonl")
-    if accelerator.is_main_process:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()  # every process returns once the artifact exists (the CLI reads it)
+    release_run_folder(run_dir)
     return out
 
 

@@ -13,7 +13,6 @@ a converted ``blip2_pretrained.pth``) and a random projector, on the source's fr
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from vltool.errors import RunDiverged, UserError
 from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
 from vltool.sources.vpg_source import VPGSource, load_source, load_target
-from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint
+from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint, release_run_folder
 from vltool.training.data_loader import iterate, make_loader, resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
@@ -451,9 +450,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
                "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
                "steps_total": timing["steps"], "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
     path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator, started=started)
-    if accelerator.is_main_process:
-        shutil.rmtree(_run_root(out), ignore_errors=True)
-    accelerator.wait_for_everyone()  # every process returns once the artifact exists (the CLI reads it)
+    release_run_folder(_run_root(out))
     return path
 
 
@@ -493,9 +490,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
                     "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s"),
                     "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)})
     path = _save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
-    if accelerator.is_main_process:
-        shutil.rmtree(_run_root(out), ignore_errors=True)
-    accelerator.wait_for_everyone()  # every process returns once the artifact exists (the CLI reads it)
+    release_run_folder(_run_root(out))
     return path
 
 

@@ -138,10 +138,20 @@ def claim_run_folder(root: Path, resume: bool, force: bool, resume_flag: str = "
                         f"or --force to discard them")
     # Under `accelerate launch` every process gets here: one removes the old folder, and all wait
     # for it, or a late process would delete what an early one has started writing.
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
+    _remove_once(root)
 
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+def release_run_folder(root: Path) -> None:
+    """After the artifact is written: the run folder (checkpoints, live metrics) goes, and no
+    process returns before the artifact exists (the CLI reads it next)."""
+    _remove_once(root)
+
+
+def _remove_once(root: Path) -> None:
+    """The main process removes ``root``; every process waits until it has."""
+    from vltool.training.processes import process_state
+
+    state = process_state()
     if state.is_main_process:
         shutil.rmtree(root, ignore_errors=True)
     state.wait_for_everyone()

@@ -58,6 +58,7 @@ from vltool.training.data_loader import iterate, make_loader
 from vltool.training.faults import maybe_fault, planned_faults
 from vltool.training.fsdp import configure_fsdp
 from vltool.training.optim import build_optimizer, build_scheduler
+from vltool.training.processes import is_sharded
 from vltool.training.progress import NullReporter, Reporter
 from vltool.training.sampler import StepBatchSampler
 from vltool.training.settings import TrainSettings
@@ -227,7 +228,7 @@ def train(
     optimizer = build_optimizer(model, settings)
     names = trainable_names(model)
     handles = []
-    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if not is_sharded(accelerator):
         # FSDP and DeepSpeed save and load (sharded) model states their own way; the hooks that
         # keep only the trainable tensors apply to plain and DDP runs.
         handles = [
@@ -250,8 +251,7 @@ def store_frozen_towers(model: nn.Module, settings: TrainSettings, accelerator: 
     returns the dtype name used. Runs before ``prepare`` so the device never holds the fp32 copies."""
     from vltool.models.memory import FROZEN_DTYPE_NAMES, cast_frozen_towers, frozen_dtype_name
 
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    name = frozen_dtype_name(settings.frozen_dtype, str(accelerator.mixed_precision), sharded)
+    name = frozen_dtype_name(settings.frozen_dtype, str(accelerator.mixed_precision), is_sharded(accelerator))
     if name == "fp16" and accelerator.device.type != "cuda":
         raise UserError("train.frozen_dtype=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if name != "fp32" and accelerator.mixed_precision == "no":
@@ -355,7 +355,7 @@ class _Run:
 
         # Under FSDP / DeepSpeed every forward gathers parameter shards from all processes, so all
         # of them run the evaluation (the same samples, the same number of forwards); the main one logs.
-        sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        sharded = is_sharded(accelerator)
 
         def evaluate(step: int) -> None:
             if self.eval_fn is None:

@@ -70,3 +70,11 @@ class TrainSettings(BaseModel):
         if self.max_steps is None and self.epochs is None:
             raise ValueError("give max_steps or epochs")
         return self
+
+    @model_validator(mode="after")
+    def _frozen_dtype_needs_autocast(self) -> TrainSettings:
+        """Said at recipe load, not after minutes of model loading: fp32 inputs cannot meet half weights."""
+        if self.precision == "no" and self.frozen_dtype in ("bf16", "fp16"):
+            raise ValueError(f"frozen_dtype={self.frozen_dtype} needs mixed precision: set precision={self.frozen_dtype} "
+                             f"(or auto on a GPU), or frozen_dtype=auto")
+        return self
