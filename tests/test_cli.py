@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 from vltool import __version__
@@ -74,10 +76,9 @@ def test_recipes_list_show_copy_validate(tmp_path: Path) -> None:
 
 
 def test_main_turns_user_errors_into_exit_code_2(capsys) -> None:
-    try:
+    with pytest.raises(SystemExit) as exit_:
         main(["recipes", "show", "no/such-recipe"])
-    except SystemExit as exit_:
-        assert exit_.code == 2
+    assert exit_.value.code == 2
     assert "no recipe named 'no/such-recipe'" in capsys.readouterr().err
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from vltool.cli import _split_overrides, app
 from vltool.config.loader import load_recipe
+from vltool.errors import UserError
 
 runner = CliRunner()
 
@@ -63,7 +64,9 @@ def test_eval_takes_overrides_after_its_models(tmp_path: Path) -> None:
     preds.write_text("".join(json.dumps({"id": str(i), "prediction": "a"}) + "\n" for i in range(2)))
     args = ["eval", "--predictions", str(preds), "--data", f"jsonl:{data}"]
     missing = runner.invoke(app, args)
-    assert missing.exit_code != 0  # three samples, two predictions
+    # three samples, two predictions: refused as bad input (exit 2 from main), naming the gap
+    assert isinstance(missing.exception, UserError), missing.exception
+    assert "1 dataset ids have no prediction (e.g. 2)" in str(missing.exception)
     result = runner.invoke(app, [*args[:1], "eval.max_samples=2", *args[1:]], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "exact_match" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -20,7 +21,12 @@ def test_quick_demo_writes_report_plots_and_numbers(quick_world: Path, tmp_path:
     report = json.loads((out / "report.json").read_text())
     v = report["vpgtrans"]
     assert v["steps_scratch"] >= 1 and v["warmup_steps"] == 40
-    assert v["speedup"] is None or v["speedup"] == v["steps_scratch"] / v["steps_transfer"]
+    # the speed-up is the ratio of the two step counts, or None exactly when the transfer arm never
+    # reached the from-scratch arm's best (the quick world is too small to promise either)
+    if v["steps_transfer"] is None:
+        assert v["speedup"] is None
+    else:
+        assert 1 <= v["steps_transfer"] and v["speedup"] == pytest.approx(v["steps_scratch"] / v["steps_transfer"])
     assert "speedup_val_loss" in v and v["metric"].startswith("attr_acc")
     assert report["merge"]["max_logit_diff"] <= 1e-4
     assert {"trainable_params", "total_params", "sqa_accuracy_before", "sqa_accuracy_after"} <= report["mma"].keys()

@@ -1,4 +1,8 @@
-"""FSDP wrapping of vltool's models: every tower's blocks become units, where Accelerate's default stops."""
+"""FSDP wrapping of vltool's models: every tower's blocks (ViT, Q-Former, LLM) become units.
+
+What Accelerate's own default policy does with a BLIP-2 model changes between releases (1.15 stopped
+on ``Blip2TextEmbeddings``; 1.16 does not), so these tests assert only what vltool names and wraps.
+"""
 
 from __future__ import annotations
 
@@ -31,10 +35,8 @@ def _units(plugin, model) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("family", "decoder"), [("opt", "OPTDecoderLayer"), ("llama", "LlamaDecoderLayer")])
-def test_blip2_blocks_become_fsdp_units_where_accelerates_default_fails(family, decoder):
+def test_blip2_blocks_become_fsdp_units(family, decoder):
     model, _ = tiny_model(family)
-    with pytest.raises(ValueError, match="Blip2TextEmbeddings"):  # _no_split_modules names a class this model lacks
-        fsdp2_prepare_auto_wrap_policy(_plugin(), model)
     plugin = _plugin()
     assert configure_fsdp(_accelerator(plugin), model) == sorted(["Blip2EncoderLayer", "Blip2QFormerLayer", decoder])
     # 1 ViT layer, 2 Q-Former layers, 2 LLM layers (tiny_blip2): each its own unit

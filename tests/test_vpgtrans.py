@@ -33,7 +33,10 @@ def test_warmup_then_transfer_from_warmup(quick_world: Path, tmp_path: Path) -> 
     manifest = json.loads((warm / "manifest.json").read_text())
     assert manifest["kind"] == "vpg" and manifest["metrics"]["warmup_steps"] == 3
     assert manifest["metrics"]["converter_alignment"] == "words"  # OPT -> LLaMA tokenizers differ
-    assert -1.0 <= manifest["metrics"]["converter_held_out_cos"] <= 1.0
+    # the converter generalises to word pairs it was not fitted on: a random linear map scores
+    # cos ~ 0 +- 1/sqrt(64 * pairs) there (0.22 measured in this world with 9 held-out pairs)
+    assert manifest["metrics"]["converter_held_out_pairs"] >= 5
+    assert 0.1 < manifest["metrics"]["converter_held_out_cos"] <= manifest["metrics"]["converter_split_train_cos"] + 0.05
     assert {"vision", "llm", "src"} <= manifest["inputs"].keys()
     assert manifest["recipe"]["warmup"]["lr_mult"] == 5.0
     tensors = load_file(warm / "vpg.safetensors")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 ENV = "VLTOOL_FAULT_AFTER_STEP"
 
@@ -27,5 +28,19 @@ def planned_faults(task: str) -> dict[int, signal.Signals]:
 
 
 def maybe_fault(faults: dict[int, signal.Signals], step: int) -> None:
-    if step in faults:
-        os.kill(os.getpid(), faults[step])
+    """Deliver the fault planned for ``step``, synchronously.
+
+    SIGKILL from ``os.kill`` ends the process before the call returns. SIGINT sent the same way is
+    only noted by the C handler; Python runs its handler at some later bytecode boundary, which under
+    load can fall inside a finaliser or a worker thread's callback, where the KeyboardInterrupt is
+    swallowed and the run goes on. So SIGINT calls the installed Python handler right here, exactly
+    what Ctrl-C would run, and the fault fires at the named step whatever the load.
+    """
+    sig = faults.get(step)
+    if sig is None:
+        return
+    handler = signal.getsignal(sig)
+    if sig == signal.SIGINT and callable(handler):
+        handler(sig, sys._getframe())
+        return
+    os.kill(os.getpid(), sig)
