@@ -118,9 +118,11 @@ def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accele
         kwargs["cpu"] = True
     for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if os.environ.get(env, "false").lower() == "true" and not has_cuda:
-            # Accelerate (1.15) only enters FSDP / DeepSpeed for accelerator devices: on CPU
-            # processes an FSDP config silently becomes plain DDP (state.py keeps MULTI_CPU). A
-            # user planning memory around sharding must hear it.
+            # Accelerate only enters FSDP / DeepSpeed for accelerator devices: on CPU processes an
+            # FSDP config silently becomes plain DDP (state.py keeps MULTI_CPU). Checked again with
+            # Accelerate 1.16.0: a 2-process gloo launch with ACCELERATE_USE_FSDP=true and an FSDP2
+            # plugin still reports DistributedType.MULTI_CPU. A user planning memory around
+            # sharding must hear it.
             raise UserError(f"the accelerate config asks for {name}, but Accelerate runs {name} only on GPUs "
                             f"(on CPU it would silently run plain DDP); launch CPU runs with --multi_gpu, or run on GPUs")
     return Accelerator(**kwargs)
