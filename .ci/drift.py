@@ -26,8 +26,10 @@ def pinned(path: Path) -> dict[str, str]:
 def main() -> int:
     pins = pinned(Path(sys.argv[1] if len(sys.argv) > 1 else "constraints.txt"))
     installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
+    # PEP 440: a pin without a local label (torch==2.13.0) matches any build of it (2.13.0+cpu)
     moved = [(name, want, installed[name]) for name, want in sorted(pins.items())
-             if name in installed and installed[name] != want]
+             if name in installed and installed[name] != want
+             and ("+" in want or installed[name].split("+", 1)[0] != want)]
     missing = sorted(set(pins) - set(installed))
     if not moved and not missing:
         print("dependency drift: none (installed = constraints.txt)")
