@@ -70,3 +70,26 @@ def test_wrong_stage_and_bad_yaml_are_clear(tmp_path: Path) -> None:
         load_recipe(path, "transfer")
     with pytest.raises(UserError, match="did you mean 'demo/transfer-opt-s-to-llama'"):
         find_recipe("demo/transfer-opt-s-to-lama")
+
+
+def test_cross_field_rules_are_refused_by_validate_all_at_once(tmp_path: Path) -> None:
+    """What a stage would refuse after loading models, `recipes validate` refuses first."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage: transfer\nsrc: opt2.7b\ndst: opt6.7b\nfrom_scratch: true\n"
+                      "train: {eval_every: 5}\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(recipe, "transfer")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{recipe}: ") for line in lines)
+    assert "train.eval_every is not a recipe key" in lines[0] and "set eval.every" in lines[0]
+    assert "from_scratch: true needs scratch_qformer" in lines[1]
+    # the feature cache cannot hold augmented draws, but only a run that warms up uses it
+    augmented = ["data.augment=blip2"]
+    with pytest.raises(UserError, match="warm-up feature cache stores one output per image"):
+        load_recipe(None, "warmup", [*augmented, "src=a", "dst=b"])
+    assert load_recipe(None, "warmup", [*augmented, "warmup.feature_cache=false", "src=a", "dst=b"])
+    assert load_recipe(None, "transfer", [*augmented, "from_scratch=true", "scratch_qformer=random",
+                                          "src=a", "dst=b"]).from_scratch
+    with pytest.raises(UserError, match="train.eval_every is not a recipe key"):
+        load_recipe(None, "tune-mma", ["model=m", "train.eval_every=3"])
+    assert load_recipe(None, "tune-mma", ["model=m", "eval.every=3"]).eval.every == 3

@@ -77,7 +77,7 @@ def test_from_scratch_starts_from_the_stage1_qformer(quick_world: Path, tmp_path
     from vltool.sources.hf_blip2 import read_tensors
 
     common = ["--src", "demo-blip2-opt-s", "--dst", "demo-opt-l", "--data", "demo:caption"]
-    with pytest.raises(UserError, match="--from-scratch needs the Q-Former to start from"):
+    with pytest.raises(UserError, match="from_scratch: true needs scratch_qformer"):
         invoke(["transfer", *common, "--from-scratch", "--out", str(tmp_path / "x"), "train.max_steps=1", *SMALL])
     with pytest.raises(UserError, match="add --from-scratch"):
         invoke(["transfer", *common, "--qformer", "random", "--out", str(tmp_path / "x"), *SMALL])

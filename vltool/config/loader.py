@@ -92,7 +92,7 @@ def _with_section_defaults(schema: type[BaseModel], data: dict[str, Any]) -> dic
             continue
         default = info.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
-            base = default.model_dump(exclude_unset=False)
+            base = default.model_dump(exclude_unset=True)  # the stage's own defaults; the rest are the class's
             merged[name] = {**base, **given}
     return merged
 
@@ -136,6 +136,8 @@ def format_errors(err: ValidationError, schema: type[BaseModel], source: str,
             lines.append(f"{source_of}: unknown key '{key}'{hint}")
         elif item["type"] == "missing":
             lines.append(f"{source_of}: missing required key '{key}'")
+        elif not loc and item["type"] == "value_error":  # a rule across several keys: its message names them
+            lines += [f"{source}: {line}" for line in item["msg"].removeprefix("Value error, ").splitlines()]
         else:
             got = item.get("input")
             shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__

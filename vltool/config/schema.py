@@ -21,6 +21,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def one_validation_cadence(train: TrainSettings) -> list[str]:
+    """``eval.every`` is the recipe's one name for how often validation runs; the loop's own
+    ``train.eval_every`` is filled from it, so a recipe that sets it would be silently overwritten."""
+    if "eval_every" in train.model_fields_set:
+        return ["train.eval_every is not a recipe key: validation runs every eval.every optimizer steps; "
+                "set eval.every instead"]
+    return []
+
+
+def refuse(problems: list[str]) -> None:
+    """All cross-field problems of a recipe in one error, one per line (the loader prefixes the file)."""
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 class DataSection(Strict):
     """Where samples come from: data SPECs such as ``coco:PATH`` or ``demo:caption``."""
 
@@ -50,6 +65,16 @@ class EvalSection(Strict):
     max_new_tokens: int = Field(30, ge=1)
     min_new_tokens: int = Field(0, ge=0)
     num_beams: int = Field(1, ge=1)
+    length_penalty: float = Field(1.0, description="beam search: a finished beam's summed log-probability is "
+                                  "divided by its length ** length_penalty (VPGTrans's VQA evaluation: -1, which "
+                                  "favours short answers)")
+    temperature: float = Field(0.0, ge=0, description="0: greedy or beam search; > 0: sample at this temperature "
+                               "(LaVIN's ScienceQA evaluation: 0.1 with top_p 0.75)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass, with temperature > 0")
+    seed: int = Field(0, description="seed of sampled decoding (temperature > 0), so a rerun gives the same text")
+    question_text: Literal["none", "blip_question"] = Field(
+        "none", description="text processing of VQA questions before 'Question: {} Answer:' (VPGTrans's VQA "
+        "evaluation: blip_question, LAVIS's lower-case, .!\"()*#:;~ removed)")
     prompt: str = Field("", description="prompt of samples that have none (captions) at generation; '' keeps the "
                         "trained one (VPGTrans: the recipe's prompt). VQA samples carry 'Question: {} Answer:'")
 
@@ -75,6 +100,11 @@ class WarmupSection(Strict):
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="cap on warm-up steps (wins over epochs)")
     feature_cache: bool = Field(True, description="compute the frozen VPG's outputs once per image")
+    data: list[str] = Field(default_factory=list, description="warm-up training data specs (SPEC[@RATIO]; paper: "
+                            "COCO + SBU), separate from stage 2's data.train; empty: the warm-up trains on data.train")
+    dry_run_samples: int | None = Field(
+        None, ge=1, description="samples in one epoch of the warm-up data, assumed by --dry-run's cost when the length "
+        "is in epochs (the files may not be on the planning machine); the run itself counts the real data")
 
 
 class VPGTransRecipe(Strict):
@@ -86,6 +116,9 @@ class VPGTransRecipe(Strict):
     prompt: str = Field("", description="text before each caption in training and validation, for samples without "
                         "a prompt of their own (paper: empty); kept by eval/predict of the artifact")
     max_text_tokens: int = Field(32, ge=1, description="caption max tokens (paper: 32)")
+    text_processor: Literal["none", "blip_caption"] = Field(
+        "none", description="text processing of training captions (and the converter's): blip_caption = LAVIS's, as "
+        "every official VPGTrans run (lower-case, .!\"()*#:;~ -> space, spaces collapsed, <= 50 words); none: raw")
     end_of_text: str = Field(
         "auto", description="appended to every caption; generation stops at its token (paper: '\\n', as LAVIS's "
         "BLIP-2 OPT). 'eos': the tokenizer's EOS; 'auto': '\\n' when the target tokenizer has a newline token "
@@ -105,6 +138,23 @@ class VPGTransRecipe(Strict):
         )
     )
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> VPGTransRecipe:
+        """Rules that involve several keys, checked here so `recipes validate` refuses what the
+        stage would refuse only after loading models."""
+        problems = one_validation_cadence(self.train)
+        if self.from_scratch and self.scratch_qformer is None:
+            problems.append("from_scratch: true needs scratch_qformer (--qformer STAGE1: a stage-1 Q-Former such "
+                            "as blip2-stage1, a 'vltool convert'ed blip2_pretrained.pth, demo-qformer-stage1; the "
+                            "paper's baseline) or scratch_qformer: random (an ablation)")
+        warms_up = self.stage == "warmup" or not self.from_scratch
+        if warms_up and self.warmup.feature_cache and self.data.augment != "none":
+            problems.append(f"the warm-up feature cache stores one output per image, which data.augment="
+                            f"{self.data.augment} changes at every draw; set warmup.feature_cache: false "
+                            "(--no-feature-cache) or data.augment: none")
+        refuse(problems)
+        return self
 
 
 class AdapterSection(Strict):
@@ -138,6 +188,11 @@ class MMARecipe(Strict):
         )
     )
     eval: EvalSection = Field(default_factory=lambda: EvalSection(max_new_tokens=64))
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> MMARecipe:
+        refuse(one_validation_cadence(self.train))
+        return self
 
 
 class EvalData(Strict):
