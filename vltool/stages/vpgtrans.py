@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from torch import nn
 from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.config.schema import VPGTransRecipe
+from vltool.data import caption_text
 from vltool.data.augment import Blip2TrainTransform
 from vltool.data.device_pixels import (
     NormalisedLoss,
@@ -66,6 +67,8 @@ class Setup:
     # uint8 pixels -> the normalised floats, on the device (None: the workers ship float32 pixels)
     train_pixels: PixelScale | None = None
     val_pixels: PixelScale | None = None
+    # each phase's training data when they differ (warmup.data: COCO + SBU; data.train: the stage-2 mix)
+    phase_sets: dict[str, MixedVLData] = field(default_factory=dict)
 
 
 def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | None):
@@ -76,16 +79,18 @@ def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | Non
     return samples[:limit] if limit else samples, report.as_metrics()
 
 
-def _train_sources(cfg: VPGTransRecipe) -> tuple[list[Source], dict]:
-    """The training mixture's sources (``SPEC[@RATIO]``), images checked up front unless bad ones are skipped.
+def _train_sources(cfg: VPGTransRecipe, specs: list[str] | None = None) -> tuple[list[Source], dict]:
+    """The training mixture's sources (``SPEC[@RATIO]``; ``specs``, default ``data.train``), images
+    checked up front unless bad ones are skipped.
 
     With ``--skip-bad-images`` nothing is opened before training (a million files would delay the
     start): bad images met while training are replaced and counted (``vltool.data.mixture``).
     """
-    if not cfg.data.train:
+    specs = cfg.data.train if specs is None else specs
+    if not specs:
         raise UserError("no train data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
     sources, left = [], cfg.data.max_train_samples
-    for raw in cfg.data.train:
+    for raw in specs:
         spec, ratio = split_ratio(raw)
         kind, arg = parse_spec(spec)
         if kind == "wds":
@@ -136,11 +141,7 @@ def _scratch_parts(cfg: VPGTransRecipe, source: VPGSource, llm_width: int,
     """
     from vltool.sources.stage1 import RANDOM, load_stage1
 
-    spec = cfg.scratch_qformer
-    if spec is None:
-        raise UserError("--from-scratch needs the Q-Former to start from: --qformer STAGE1 (a stage-1 Q-Former: "
-                        "blip2-stage1, a 'vltool convert'ed blip2_pretrained.pth, demo-qformer-stage1; the paper's "
-                        "baseline) or --qformer random (a randomly initialised Q-Former, an ablation)")
+    spec = cfg.scratch_qformer  # set: the recipe schema refuses from_scratch without it
     if spec == RANDOM:
         qformer, queries, projector = _fresh_parts(source, llm_width, cfg.train.seed)
         return qformer, queries, projector, {"scratch_qformer": RANDOM}
@@ -173,11 +174,18 @@ def _converter_init(cfg: VPGTransRecipe, source: VPGSource, tokenizer, lm, capti
     return merge_projector(g, source.projector), g, report
 
 
-def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: Path | None = None) -> Setup:
+def warmup_specs(cfg: VPGTransRecipe) -> list[str]:
+    """The warm-up's training data: ``warmup.data`` (the paper: COCO + SBU) or, when unset, ``data.train``."""
+    return cfg.warmup.data or cfg.data.train
+
+
+def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: Path | None = None,
+            phases: tuple[str, ...] = ("warmup", "finetune")) -> Setup:
     """Load source, target and data; assemble the target model with the chosen projector init.
 
     ``init``: "converter" (VPGTrans), "random" (the no-converter ablation), "scratch" (baseline)
-    or "warmup" (continue from ``warm_artifact``).
+    or "warmup" (continue from ``warm_artifact``). ``phases``: the training phases that will run;
+    each reads its own data (``warmup_specs`` and ``data.train``), read once when they are the same.
     """
     from vltool.sources.vpg_source import load_vpg_artifact
 
@@ -187,10 +195,19 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
         source = load_source(cfg.src)
     lm, tokenizer, llm_path = load_target(cfg.dst) if init != "warmup" else load_target(str(llm_path))
     image_token = _image_token(tokenizer, lm)
-    sources, train_report = _train_sources(cfg)
-    train_samples = [s for src in sources for s in src.samples or []]
+    stage_specs = cfg.data.train if "finetune" in phases else warmup_specs(cfg)
+    sources, train_report = _train_sources(cfg, stage_specs)
+    warm_sources = sources
+    if "warmup" in phases and warmup_specs(cfg) != stage_specs:
+        warm_sources, warm_report = _train_sources(cfg, warmup_specs(cfg))
+        train_report = {k: train_report.get(k, 0) + warm_report.get(k, 0) for k in {*train_report, *warm_report}}
+    # the converter fits on the warm-up's captions (the paper: COCO + SBU), through the caption processor
+    train_samples = [s for src in warm_sources for s in src.samples or []]
+    text = caption_text.processor(cfg.text_processor)
     # each validation spec read once, at most data.max_val_samples samples each; scored per spec
     val_by_spec = {spec: _samples([spec], "val", cfg, cfg.data.max_val_samples)[0] for spec in cfg.data.val}
+    if cfg.text_processor != "none":  # the teacher-forced validation loss reads the trained text too
+        val_by_spec = {spec: [replace(s, answer=text(s.answer)) for s in samples] for spec, samples in val_by_spec.items()}
     val_samples = [s for samples in val_by_spec.values() for s in samples] or None
     metrics: dict[str, float] = {**{f"data_{k}": float(v) for k, v in train_report.items()}}
     width = lm.config.hidden_size
@@ -210,8 +227,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
             torch.manual_seed(cfg.train.seed)
             projector = nn.Linear(source.projector.in_features, width)
         else:
-            captions = [s.answer for s in train_samples] or first_captions(
-                [p for src in sources for p in src.shards or []])
+            captions = [text(s.answer) for s in train_samples] or [text(c) for c in first_captions(
+                [p for src in warm_sources for p in src.shards or []])]
             projector, _, report = _converter_init(cfg, source, tokenizer, lm, captions)
             metrics.update(report)
             reporter.log(f"word converter ({report['converter_alignment']}, on {report['converter_device']}): fitted on "
@@ -232,10 +249,14 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     if cfg.data.augment == "blip2":
         augment = Blip2TrainTransform(source.image_processor, normalise=scale_of(preprocess) is None)
     train_pixels = augment.pixel_scale if augment is not None and not augment.normalise else scale_of(preprocess)
-    train_set = MixedVLData(sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images)
+    train_set = MixedVLData(sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images, caption_text=text)
+    phase_sets = {}
+    if warm_sources is not sources:
+        phase_sets = {"warmup": MixedVLData(warm_sources, preprocess, augment, skip_bad=cfg.data.skip_bad_images,
+                                            caption_text=text), "finetune": train_set}
     val_set = VLDataset(val_samples, preprocess) if val_samples else None
     return Setup(model, source, tokenizer, llm_path, layout, train_set, val_set, metrics, val_by_spec,
-                 train_pixels, scale_of(preprocess))
+                 train_pixels, scale_of(preprocess), phase_sets)
 
 
 def make_eval(setup: Setup, cfg: VPGTransRecipe):
@@ -333,6 +354,7 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
            accelerator) -> tuple[Any, list[dict], dict]:
     """Run one training phase; returns (model, its metric rows, timing)."""
     model = setup.model
+    setup.train_set = setup.phase_sets.get(phase, setup.train_set)  # this phase's own data when they differ
     run_dir = _run_dir(out, phase)
     resume_here = resume and latest_checkpoint(run_dir) is not None
     timing: dict[str, float] = {}
@@ -344,10 +366,6 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
             "warmup_epochs": None, "epochs": cfg.warmup.epochs, "max_steps": cfg.warmup.max_steps,
             "eval_every": cfg.eval.every,
         })
-        if cfg.warmup.feature_cache and cfg.data.augment != "none":
-            raise UserError(f"the warm-up feature cache stores one output per image, which data.augment="
-                            f"{cfg.data.augment} changes at every draw; set warmup.feature_cache=false "
-                            "(--no-feature-cache) or data.augment=none")
         if setup.train_set.has_streams:
             reporter.log("feature cache skipped: wds: shards are streamed, not cached")
         elif cfg.warmup.feature_cache and not (resume_here and _finished(run_dir)):
@@ -444,7 +462,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     ensure_writable(out, force)
     claim_run_folder(_run_root(out), resume, force)
     accelerator = make_accelerator(cfg.train.precision)
-    setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
+    setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random", phases=("warmup",))
     model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
     metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
                "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
@@ -462,6 +480,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     ensure_writable(out, force)
     if from_warmup is not None:
         _check_warmup_matches(cfg, Path(from_warmup))
+        cfg = with_warmup_data(cfg, Path(from_warmup))
     claim_run_folder(_run_root(out), resume, force)
     accelerator = make_accelerator(cfg.train.precision)
     rows: list[dict] = []
@@ -470,13 +489,13 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
     if from_warmup is not None:
         if cfg.from_scratch:
             raise UserError("--from-warmup and --from-scratch exclude each other")
-        setup = prepare(cfg, reporter, "warmup", Path(from_warmup))
+        setup = prepare(cfg, reporter, "warmup", Path(from_warmup), phases=("finetune",))
         warm = read_artifact(Path(from_warmup), kinds=("vpg",)).manifest
         offset = int(warm["metrics"].get("steps_total", 0))
         rows = [json.loads(line) for line in (Path(from_warmup) / "metrics.jsonl").read_text().splitlines()]
         metrics.update({k: v for k, v in warm["metrics"].items() if k.startswith(("converter_", "warmup_"))})
     elif cfg.from_scratch:
-        setup = prepare(cfg, reporter, "scratch")
+        setup = prepare(cfg, reporter, "scratch", phases=("finetune",))
     else:
         setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
         setup.model, warm_rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
@@ -518,16 +537,37 @@ def _check_warmup_matches(cfg: VPGTransRecipe, warm: Path) -> None:
 
 
 def flags_from_warmup(path: Path) -> dict[str, Any]:
-    """Recipe values a warm-up artifact fixes (src, dst, data, the caption prompt and end of text), so
-    ``--from-warmup`` needs no repeats and stage 2 trains the layout the warm-up did."""
+    """Recipe values a warm-up artifact fixes (src, dst, the caption prompt and end of text), so
+    ``--from-warmup`` needs no repeats and stage 2 trains the layout the warm-up did.
+
+    Not its data: stage 2 trains on the recipe's own mix (the paper: COCO + VG + LAION-COCO after a
+    COCO + SBU warm-up); ``with_warmup_data`` fills in only what the recipe leaves empty."""
     recipe = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest.get("recipe", {})
-    flags = {"src": recipe.get("src"), "dst": recipe.get("dst"), "end_of_text": recipe.get("end_of_text"),
-             "prompt": recipe.get("prompt")}
-    data = recipe.get("data", {})
-    for key in ("train", "val", "images", "max_train_samples", "max_val_samples"):
-        if data.get(key):
-            flags[f"data.{key}"] = data[key]
-    return flags
+    return {"src": recipe.get("src"), "dst": recipe.get("dst"), "end_of_text": recipe.get("end_of_text"),
+            "prompt": recipe.get("prompt")}
+
+
+def with_warmup_data(cfg: VPGTransRecipe, path: Path) -> VPGTransRecipe:
+    """``cfg`` with the data keys it leaves empty taken from the warm-up artifact's recipe.
+
+    Stage-2 data the recipe or ``--data`` gives are kept as they are. Without any, stage 2 continues
+    on the warm-up recipe's stage-2 data (``data.train``), else on the warm-up's own data; validation
+    data, the image root and the sample caps likewise only when unset.
+    """
+    recipe = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest.get("recipe", {})
+    theirs = recipe.get("data", {})
+    update: dict[str, Any] = {}
+    if not cfg.data.train:
+        update["train"] = theirs.get("train") or recipe.get("warmup", {}).get("data") or []
+        if cfg.data.max_train_samples is None and theirs.get("max_train_samples"):
+            update["max_train_samples"] = theirs["max_train_samples"]
+    if not cfg.data.val and theirs.get("val"):
+        update["val"] = theirs["val"]
+        if cfg.data.max_val_samples is None and theirs.get("max_val_samples"):
+            update["max_val_samples"] = theirs["max_val_samples"]
+    if cfg.data.images is None and theirs.get("images"):
+        update["images"] = theirs["images"]
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)}) if update else cfg
 
 
 def dry_run(cfg: VPGTransRecipe) -> dict[str, Any]:
