@@ -8,7 +8,6 @@ raises it (a worker's exception would otherwise arrive wrapped in its traceback)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,15 +18,6 @@ from vltool.data.sample import Sample
 from vltool.errors import UserError
 
 Preprocess = Callable[[Any], torch.Tensor]
-
-
-def default_workers() -> int:
-    """``min(4, CPUs - 1)``: one core stays with the model."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return max(0, min(4, cpus - 1))
 
 
 class _Chunks(Dataset):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.data.sample import Sample
+from vltool.data.workers import cpu_count
 from vltool.errors import UserError
 
 
@@ -113,8 +114,6 @@ def _problems(paths: list[str], thorough: bool) -> list[str | None]:
         return [image_problem(p, thorough) for p in paths]
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
-
-    from vltool.training.data_loader import cpu_count
 
     with ProcessPoolExecutor(max_workers=max(1, cpu_count())) as pool:
         return list(pool.map(partial(image_problem, thorough=thorough), paths, chunksize=256))

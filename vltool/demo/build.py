@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.artifacts.environment import package_versions
+from vltool.data.workers import cpu_count
 from vltool.demo import home as homes
 from vltool.demo.jobs import (
     ITEM_MANIFEST,
@@ -171,9 +172,9 @@ def _run_jobs(jobs: list[str], root: Path, seed: int, profile: Profile, force: b
     return results
 
 
-def default_workers() -> int:
+def default_build_jobs() -> int:
     """One job per core, at most 4 (there are never more than 4 independent jobs)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, cpu_count()))
 
 
 def wanted_jobs(only: list[str] | None) -> tuple[str, ...]:
@@ -223,7 +224,7 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
     selected = wanted_jobs(only)
     jobs = [j for j in selected if force or not is_built(item_path(root, j))]
     # the quick world's jobs take seconds: starting worker processes would cost more than it saves
-    workers = min(workers or (1 if quick else default_workers()), len(jobs))
+    workers = min(workers or (1 if quick else default_build_jobs()), len(jobs))
     if jobs:
         steps = profile.job_steps()
         progress = _Progress(reporter, {j: steps[j] for j in jobs})

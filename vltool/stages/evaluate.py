@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from vltool.config.schema import EvalRecipe
-from vltool.data.image_batches import default_workers
 from vltool.data.images import usable_samples
 from vltool.data.specs import load_spec
+from vltool.data.workers import auto_workers
 from vltool.errors import UserError
 from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictions import read_predictions, write_predictions
@@ -70,7 +70,7 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
         raise UserError("no dataset: pass --data SPEC (e.g. --data demo:sqa)")
     datasets = {spec: _samples(cfg, spec) for spec in cfg.data.eval}
     settings = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
-                                  cfg.eval.num_beams, prompt=cfg.eval.prompt, workers=default_workers())
+                                  cfg.eval.num_beams, prompt=cfg.eval.prompt, workers=auto_workers())
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data.eval}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
     from vltool.training.processes import process_state

@@ -176,10 +176,10 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     samples = usable(collect_requests(images, images_dir, requests, prompt), skip_bad_images, reporter)
-    from vltool.data.image_batches import default_workers
+    from vltool.data.workers import auto_workers
 
     settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                  workers=default_workers())
+                                  workers=auto_workers())
     predictor = load_predictor(_model_for(model, samples))
     if isinstance(predictor, MMAPredictor) and num_beams > 1:
         raise UserError(f"{model} is an MM-Adapter (LaVIN-layout) model, which decodes greedily; "

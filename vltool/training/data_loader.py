@@ -15,26 +15,14 @@ worker processes only add start-up time. 0 decodes in the training process.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vltool.data.workers import auto_workers
 from vltool.errors import UserError
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def auto_workers() -> int:
-    """``min(4, CPUs - 1)``: leave one core to the training process, four decoders keep a GPU fed."""
-    return max(0, min(4, cpu_count() - 1))
 
 
 def resolve_workers(requested: int | None, dataset: Dataset) -> int:
