@@ -51,13 +51,14 @@ def test_each_command_line_makes_the_stage_call_of_its_step(quick: bool, monkeyp
     import inspect
 
     from vltool.cli import app
-    from vltool.stages import evaluate, merge, tune_mma, vpgtrans, zoo
+    from vltool.demo import build
+    from vltool.stages import evaluate, merge, tune_mma, vpgtrans
 
     calls: list[tuple[str, Any]] = []
 
     def recorder(name: str, returns: Any = None):
         module, _, attr = name.rpartition(".")
-        real = getattr({"zoo": zoo, "merge": merge, "tune_mma": tune_mma, "evaluate": evaluate}.get(module, vpgtrans),
+        real = getattr({"build": build, "merge": merge, "tune_mma": tune_mma, "evaluate": evaluate}.get(module, vpgtrans),
                        attr)
         defaults = {k: p.default for k, p in inspect.signature(real).parameters.items()}
 
@@ -70,7 +71,7 @@ def test_each_command_line_makes_the_stage_call_of_its_step(quick: bool, monkeyp
             return returns
         return record
 
-    monkeypatch.setattr(zoo, "build", recorder("zoo.build", {"rows": []}))
+    monkeypatch.setattr(build, "build_summary", recorder("build.build_summary", {"rows": []}))
     monkeypatch.setattr(vpgtrans, "run_warmup", recorder("run_warmup"))
     monkeypatch.setattr(vpgtrans, "run_transfer", recorder("run_transfer"))
     monkeypatch.setattr(vpgtrans, "flags_from_warmup", lambda path: {"src": "demo-blip2-opt-s", "dst": "demo-llama"})

@@ -151,7 +151,8 @@ def _pin_revision(cfg, key: str, revision: str | None):
 def warmup(
     src: str | None = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
     dst: str | None = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
-    data: list[str] | None = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
+    data: list[str] | None = typer.Option(None, "--data", "-d",
+                                           help="warm-up data SPEC (repeatable; sets warmup.data)"),
     val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
     images: str | None = typer.Option(None, help="image root for relative paths"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
@@ -171,7 +172,8 @@ def warmup(
         "src": src, "dst": dst, "warmup.lr_mult": warmup_lr_mult,
         "converter.enabled": converter,
         "warmup.feature_cache": feature_cache,
-        **_data_flags(data, val_data, images, skip_bad_images),
+        **_data_flags(None, val_data, images, skip_bad_images),
+        "warmup.data": data or None,  # the warm-up's data; the recipe's stage-2 data.train stay for --from-warmup
     }
     cfg = _pin_revision(_recipe(recipe, "warmup", overrides, flags), "dst", revision)
     from vltool.stages import vpgtrans
@@ -484,11 +486,11 @@ def zoo_build(
                                                          "e.g. demo-llama,demo-blip2-opt-s"),
 ) -> None:
     """Build (or verify) the demo world: images, tokenizers, tiny LMs and the source BLIP-2 model."""
-    from vltool.stages import zoo
+    from vltool.demo.build import build_summary
     from vltool.ui.tables import rows_table
 
     models = [m.strip() for m in only.split(",") if m.strip()] if only else None
-    info = _run_stage(zoo.build, seed=seed, force=force, quick=quick, only=models)
+    info = _run_stage(build_summary, seed=seed, force=force, quick=quick, only=models)
     console.print(rows_table("demo world", ["item", "value"], info["rows"]))
 
 

@@ -245,3 +245,19 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
                    items[j].get("build_cpu_s", 0) for j in jobs if workers > 1), 2)}
     (root / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def build_summary(seed: int = 0, force: bool = False, quick: bool = False, only: list[str] | None = None,
+          reporter: Reporter | None = None) -> dict[str, Any]:
+    """Build the demo world (or only some of its models) and summarise each item's quality and build time."""
+    summary = build_world(seed=seed, force=force, reporter=reporter, quick=quick, only=only)
+    rows: list[list[Any]] = [["folder", summary["root"]]]
+    for name, info in summary["items"].items():
+        metrics = info.get("metrics", {})
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()) if metrics else ""
+        extra = {k: v for k, v in info.items() if k not in ("item", "metrics", "build_s", "build_cpu_s")}
+        rows.append([name, f"{info.get('build_s', 0):.1f} s  {shown}  {extra or ''}".strip()])
+    # Items build on parallel workers, so the wall time is the summary's, not the items' sum.
+    rows.append(["world build time", f"{summary.get('build_s', 0.0):.1f} s wall, "
+                                     f"{summary.get('build_cpu_s', 0.0):.1f} s CPU"])
+    return {"rows": rows, "summary": summary}

@@ -66,7 +66,8 @@ class Step:
 
 def commands(out: Path, quick: bool) -> list[Step]:
     """The pipeline: the same lines, in the same order, as ``recipes/demo.sh``."""
-    from vltool.stages import evaluate, merge, tune_mma, vpgtrans, zoo
+    from vltool.demo.build import build_summary
+    from vltool.stages import evaluate, merge, tune_mma, vpgtrans
 
     p = PROFILES["quick" if quick else "full"]
     runs = out / "runs"
@@ -89,7 +90,7 @@ def commands(out: Path, quick: bool) -> list[Step]:
 
     return [
         Step("zoo build", ["zoo", "build", "--only", ",".join(DEMO_MODELS), *(["--quick"] if quick else [])],
-             lambda r: zoo.build(quick=quick, only=DEMO_MODELS, reporter=r)),
+             lambda r: build_summary(quick=quick, only=DEMO_MODELS, reporter=r)),
         Step("warmup", ["warmup", "-r", RECIPE, "--out", str(warm), "--force", *p["warmup"]],
              lambda r: vpgtrans.run_warmup(load_named_recipe(RECIPE, "warmup", p["warmup"], {}), warm, force=True, reporter=r)),
         Step("from scratch", ["transfer", "-r", RECIPE, "--from-scratch", "--qformer", SCRATCH_QFORMER,
