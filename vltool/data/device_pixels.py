@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vltool.data.float_pixels import ImagePreprocessor
+
 
 class PixelScale:
     """uint8 value -> the processor's float, per channel: a [C, 256] float32 table."""
@@ -134,8 +136,6 @@ def uint8_preprocessor(processor: Any) -> UInt8Images | None:
     otherwise does not map uint8 values pointwise after its resize keeps the float path.
     """
     from PIL import Image
-
-    from vltool.data.vl_dataset import ImagePreprocessor
 
     try:
         images = UInt8Images(processor)

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vltool.data.device_pixels import uint8_preprocessor
+from vltool.data.float_pixels import ImagePreprocessor
 from vltool.data.sample import Sample
 from vltool.errors import UserError
 
@@ -82,25 +84,6 @@ def _no_pixels(_: Any) -> torch.Tensor:
     return torch.zeros(0)
 
 
-class ImagePreprocessor:
-    """Path or PIL image -> [3, H, W] float tensor through an HF image processor.
-
-    A class rather than a closure so that worker processes started with ``spawn`` (macOS,
-    Windows) can receive it.
-    """
-
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        from PIL import Image
-
-        if not isinstance(image, Image.Image):
-            with Image.open(image) as handle:
-                image = handle.convert("RGB")
-        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-
 def image_preprocessor(processor: Any, uint8: bool = False) -> Callable[[Any], torch.Tensor]:
     """Path or PIL image -> [3, H, W] float tensor through an HF image processor.
 
@@ -109,8 +92,6 @@ def image_preprocessor(processor: Any, uint8: bool = False) -> Callable[[Any], t
     cannot reproduce exactly keeps the float path.
     """
     if uint8:
-        from vltool.data.device_pixels import uint8_preprocessor
-
         images = uint8_preprocessor(processor)
         if images is not None:
             return images
