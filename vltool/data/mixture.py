@@ -18,7 +18,7 @@ randomness is seeded by the sample's draw number.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vltool.data.caption_text import processor
 from vltool.data.sample import Sample
 from vltool.data.vl_dataset import ImageTable, resolve_image
 from vltool.data.wds import BadSample, ShardStream
@@ -142,8 +143,10 @@ class MixedVLData(Dataset):
     decodes_images = True
 
     def __init__(self, sources: Sequence[Source], preprocess, augment=None, image_root: str | None = None,
-                 skip_bad: bool = False) -> None:
+                 skip_bad: bool = False, caption_text: Callable[[str], str] | None = None) -> None:
         self.sources = list(sources)
+        # the recipe's caption processing (``vltool.data.caption_text``, e.g. blip_caption), streams included
+        self.caption_text = caption_text or processor("none")  # module-level functions: workers pickle them
         self.weights = mixing_weights(self.sources)
         self.preprocess, self.augment, self.skip_bad = preprocess, augment, skip_bad
         keys: dict[str, int] = {}
@@ -158,7 +161,7 @@ class MixedVLData(Dataset):
                     index = keys.setdefault(str(image), len(paths))
                     if index == len(paths):
                         paths.append(image)
-                rows.append((index, sample.prompt, sample.answer))
+                rows.append((index, sample.prompt, self.caption_text(sample.answer)))
             self.rows.append(rows)
         self.images = ImageTable(paths, preprocess)
         self.use_features = False
@@ -207,7 +210,7 @@ class MixedVLData(Dataset):
             try:
                 if source in self._streams:
                     image, caption, _ = self._streams[source].get(at + attempt)
-                    return self._pixels(image, draw_id), "", caption
+                    return self._pixels(image, draw_id), "", self.caption_text(caption)
                 index, prompt, answer = self.rows[source][(at + attempt) % len(self.rows[source])]
                 if index >= 0 and self.use_features and index in self.bad_features:
                     raise OSError("unreadable when the feature cache was built")

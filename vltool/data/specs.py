@@ -7,7 +7,8 @@ single-file kinds are already one split and ignore it. ``images`` is the ``--ima
 relative image paths are under.
 
 Kinds shipped: ``coco:KARPATHY_JSON``, ``vg:JSON`` and ``sbu:JSON`` (LAVIS caption lists),
-``wds:SHARDS`` (WebDataset tars, streamed by warmup/transfer), ``vqav2:QUESTIONS[,ANNOTATIONS]``,
+``wds:SHARDS`` (WebDataset tars, streamed by warmup/transfer), ``vqav2:QUESTIONS[,ANNOTATIONS]``
+(OK-VQA's official files have the same shape), ``gqa:QUESTIONS``,
 ``scienceqa:DIR``, ``llava:JSON``, ``alpaca:JSON`` and ``jsonl:PATH``; plugins (``vltool.plugins``)
 add more, e.g. the demo world's ``demo:caption|vqa|sqa|text``. Each kind names its metric family.
 
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from vltool.data.alpaca import read_alpaca
 from vltool.data.captions import read_caption_list
 from vltool.data.coco import read_coco
+from vltool.data.gqa import read_gqa
 from vltool.data.jsonl import read_jsonl
 from vltool.data.llava import read_llava
 from vltool.data.sample import Sample
@@ -115,6 +117,7 @@ def _wds(arg: str, split: str, images: str | None) -> list[Sample]:
 
 register_kind("wds", _wds, "caption")
 register_kind("vqav2", lambda arg, split, images: read_vqav2_spec(arg, images), "vqa")
+register_kind("gqa", lambda arg, split, images: read_gqa(arg, images), "vqa")
 # ScienceQA keeps its images in DIR/images: --images (the root of relative paths in coco, llava and
 # jsonl files, given once per command) must not move them when datasets are mixed.
 register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split), "sqa")

@@ -85,11 +85,25 @@ def read_vqav2(questions: str | Path, annotations: str | Path | None = None,
         note = notes.get(qid)
         refs = note["answers"] if note else []
         answer = str(note.get("multiple_choice_answer") or Counter(refs).most_common(1)[0][0]) if note else ""
-        meta = {"question_id": row["question_id"], "image_id": image_id}
+        meta = {"question_id": row["question_id"], "image_id": image_id, "question": question}
         if note:
             meta.update({k: note[k] for k in ("answer_type", "question_type") if k in note})
         samples.append(Sample(qid, _image_path(image_id, subtype, root), PROMPT.format(question), answer, refs, meta))
     return samples
+
+
+def with_question_text(samples: list[Sample], name: str) -> list[Sample]:
+    """VQA samples re-prompted with their question through the text processor ``name``
+    (``blip_question``: VPGTrans's VQA evaluation; ``vltool.data.caption_text``); others unchanged."""
+    if name == "none":
+        return samples
+    from dataclasses import replace
+
+    from vltool.data.caption_text import processor
+
+    text = processor(name)
+    return [replace(s, prompt=PROMPT.format(text(s.meta["question"]))) if "question" in s.meta else s
+            for s in samples]
 
 
 def read_vqav2_spec(arg: str, images: str | Path | None = None) -> list[Sample]:

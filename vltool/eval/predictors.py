@@ -36,6 +36,39 @@ class GenerationSettings:
     num_beams: int = 1
     prompt: str = ""  # recipe eval.prompt: the prompt of samples that have none (captions); "" keeps the model's
     workers: int = 0  # DataLoader workers decoding the next batches' images (vltool eval / predict)
+    length_penalty: float = 1.0  # beam search only (VPGTrans's VQA evaluation: -1)
+    temperature: float = 0.0  # > 0: sampled decoding (LaVIN's ScienceQA evaluation: 0.1, top_p 0.75)
+    top_p: float = 1.0
+    seed: int = 0  # of sampled decoding, so a rerun gives the same text
+
+    def decoding(self) -> dict:
+        """``generate`` keyword arguments for the search these settings describe (each passed only
+        where transformers uses it, so it warns about none)."""
+        if self.temperature > 0:
+            return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
+                    "num_beams": self.num_beams}
+        out: dict = {"do_sample": False, "num_beams": self.num_beams}
+        if self.num_beams > 1:
+            out["length_penalty"] = self.length_penalty
+        return out
+
+
+def seeded(cfg: GenerationSettings, batch: int):
+    """A context in which sampled decoding of batch number ``batch`` draws from ``cfg.seed`` (the
+    process's RNG states are restored afterwards); greedy and beam search need no seed."""
+    import contextlib
+
+    if cfg.temperature <= 0:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def fork():
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpus):
+            torch.manual_seed(cfg.seed * 1_000_003 + batch)  # seeds the CPU and every GPU
+            yield
+
+    return fork()
 
 
 def with_prompt(samples: Sequence[Sample], prompt: str) -> list[Sample]:
@@ -76,8 +109,8 @@ class Predictor:
         out = self.lm.generate(input_ids=batch["input_ids"].to(self.device),
                                attention_mask=batch["attention_mask"].to(self.device),
                                max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
-                               num_beams=cfg.num_beams, do_sample=False, pad_token_id=self.text.pad_id,
-                               eos_token_id=stop_ids(self.lm, self.tokenizer))
+                               pad_token_id=self.text.pad_id, eos_token_id=stop_ids(self.lm, self.tokenizer),
+                               **cfg.decoding())
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -87,8 +120,7 @@ class Predictor:
         # uint8 pixels from the workers are normalised here, on the model's device
         pixels = normalise(torch.stack(images).to(self.device), scale_of(self.preprocess))
         return vlm.generate(self.blip2, self.layout, pixels, [s.prompt for s in samples],
-                            max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams,
-                            min_new_tokens=cfg.min_new_tokens)
+                            max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens, **cfg.decoding())
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:
@@ -103,12 +135,13 @@ class Predictor:
         image_batches = [with_image[i:i + cfg.batch_size] for i in range(0, len(with_image), cfg.batch_size)]
         text_batches = [text_only[i:i + cfg.batch_size] for i in range(0, len(text_only), cfg.batch_size)]
         decoded = image_chunks(samples, image_batches, self.preprocess, cfg.workers) if image_batches else iter(())
-        for chunk in [*image_batches, *text_batches]:
+        for number, chunk in enumerate([*image_batches, *text_batches]):
             batch = [samples[i] for i in chunk]
-            if batch[0].image is not None:
-                texts = self._generate_images(batch, next(decoded), cfg)
-            else:
-                texts = self._generate_text([s.prompt for s in batch], cfg)
+            with seeded(cfg, number):
+                if batch[0].image is not None:
+                    texts = self._generate_images(batch, next(decoded), cfg)
+                else:
+                    texts = self._generate_text([s.prompt for s in batch], cfg)
             for i, t in zip(chunk, texts):
                 out[i] = t
             done += len(chunk)
@@ -147,11 +180,13 @@ class MMAPredictor(Predictor):
         samples = with_prompt(samples, cfg.prompt)
         out: list[str] = []
         chunks = [list(range(i, min(i + cfg.batch_size, len(samples)))) for i in range(0, len(samples), cfg.batch_size)]
-        for indices, images in zip(chunks, image_chunks(samples, chunks, self.preprocess, cfg.workers)):
+        for number, (indices, images) in enumerate(zip(chunks, image_chunks(samples, chunks, self.preprocess,
+                                                                             cfg.workers))):
             chunk = [samples[i] for i in indices]
             batch = self.collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
             batch = normalise_batch({k: v.to(self.device) for k, v in batch.items()}, scale_of(self.preprocess))
-            out += self.model.generate(batch, self.tokenizer, cfg.max_new_tokens)
+            with seeded(cfg, number):
+                out += self.model.generate(batch, self.tokenizer, cfg.max_new_tokens, **cfg.decoding())
             if progress:
                 progress(len(out))
         return out

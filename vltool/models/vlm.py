@@ -11,6 +11,7 @@ caption positions only (``lm_loss``), and batched generation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -135,14 +136,18 @@ def stop_ids(model, tokenizer, extra: int | None = None) -> list[int]:
 def generate(
     model: Blip2ForConditionalGeneration, layout: VLTextLayout, pixel_values: torch.Tensor,
     prompts: Sequence[str], max_new_tokens: int = 30, num_beams: int = 1, min_new_tokens: int = 0,
+    **decoding: Any,
 ) -> list[str]:
-    """Greedy or beam decoding with the KV cache; returns only the generated continuation."""
+    """Greedy or beam decoding with the KV cache; returns only the generated continuation.
+
+    ``decoding``: further ``generate`` settings of the benchmark (``length_penalty``, or
+    ``do_sample`` / ``temperature`` / ``top_p``: ``GenerationSettings.decoding``)."""
     batch = layout.generation(prompts)
     device = next(model.parameters()).device
     out = model.generate(
         pixel_values=pixel_values.to(device), input_ids=batch["input_ids"].to(device),
         attention_mask=batch["attention_mask"].to(device), max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens, num_beams=num_beams, do_sample=False,
+        min_new_tokens=min_new_tokens, **{"num_beams": num_beams, "do_sample": False, **decoding},
         eos_token_id=stop_ids(model, layout.tokenizer, layout.stop_id), pad_token_id=layout.encoder.pad_id,
     )
     new = out[:, batch["input_ids"].shape[1]:] if out.shape[1] > batch["input_ids"].shape[1] else out[:, :0]

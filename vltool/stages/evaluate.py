@@ -18,6 +18,7 @@ from typing import Any
 from vltool.config.schema import EvalRecipe
 from vltool.data.images import usable_samples
 from vltool.data.specs import load_spec
+from vltool.data.vqav2 import with_question_text
 from vltool.data.workers import auto_workers
 from vltool.errors import UserError
 from vltool.eval.dataset_eval import evaluate_dataset
@@ -28,7 +29,7 @@ from vltool.training.progress import NullReporter, Reporter
 
 def _samples(cfg: EvalRecipe, spec: str, read_images: bool = True):
     """The samples of ``spec``; when a model will read their images, bad ones fail or are skipped first."""
-    samples = load_spec(spec, cfg.data.split, cfg.data.images)
+    samples = with_question_text(load_spec(spec, cfg.data.split, cfg.data.images), cfg.eval.question_text)
     samples = samples[: cfg.eval.max_samples] if cfg.eval.max_samples else samples
     return usable_samples(samples, cfg.data.skip_bad_images, spec)[0] if read_images else samples
 
@@ -70,7 +71,9 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
         raise UserError("no dataset: pass --data SPEC (e.g. --data demo:sqa)")
     datasets = {spec: _samples(cfg, spec) for spec in cfg.data.eval}
     settings = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
-                                  cfg.eval.num_beams, prompt=cfg.eval.prompt, workers=auto_workers())
+                                  cfg.eval.num_beams, prompt=cfg.eval.prompt, workers=auto_workers(),
+                                  length_penalty=cfg.eval.length_penalty, temperature=cfg.eval.temperature,
+                                  top_p=cfg.eval.top_p, seed=cfg.eval.seed)
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data.eval}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
     from vltool.training.processes import process_state

@@ -67,7 +67,9 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     # Validation images decode in DataLoader workers, as training's do (train.num_workers).
     generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.min_new_tokens,
                                     cfg.eval.num_beams, prompt=cfg.eval.prompt,
-                                    workers=resolve_workers(cfg.train.num_workers, dataset))
+                                    workers=resolve_workers(cfg.train.num_workers, dataset),
+                                    length_penalty=cfg.eval.length_penalty, temperature=cfg.eval.temperature,
+                                    top_p=cfg.eval.top_p, seed=cfg.eval.seed)
 
     def eval_all(m, step: int) -> dict[str, float]:
         """Each validation set through the predictor and scorer ``vltool eval`` uses."""

@@ -39,6 +39,7 @@ from vltool.data.mixture import MixedVLData, Source, bad_samples
 from vltool.data.specs import load_spec, parse_spec, split_ratio
 from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
+from vltool.data.vqav2 import with_question_text
 from vltool.data.wds import estimate_size, first_captions, shard_paths
 from vltool.errors import RunDiverged, UserError
 from vltool.models import vlm
@@ -205,7 +206,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     train_samples = [s for src in warm_sources for s in src.samples or []]
     text = caption_text.processor(cfg.text_processor)
     # each validation spec read once, at most data.max_val_samples samples each; scored per spec
-    val_by_spec = {spec: _samples([spec], "val", cfg, cfg.data.max_val_samples)[0] for spec in cfg.data.val}
+    val_by_spec = {spec: with_question_text(_samples([spec], "val", cfg, cfg.data.max_val_samples)[0],
+                                            cfg.eval.question_text) for spec in cfg.data.val}
     if cfg.text_processor != "none":  # the teacher-forced validation loss reads the trained text too
         val_by_spec = {spec: [replace(s, answer=text(s.answer)) for s in samples] for spec, samples in val_by_spec.items()}
     val_samples = [s for samples in val_by_spec.values() for s in samples] or None
@@ -278,7 +280,9 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     # and for generation alike: the accelerator does not wait on the main process's decoding.
     workers = resolve_workers(cfg.train.num_workers, setup.val_set)
     generation = GenerationSettings(cfg.eval.batch_size, cfg.eval.max_new_tokens, num_beams=cfg.eval.num_beams,
-                                    min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt, workers=workers)
+                                    min_new_tokens=cfg.eval.min_new_tokens, prompt=cfg.eval.prompt, workers=workers,
+                                    length_penalty=cfg.eval.length_penalty, temperature=cfg.eval.temperature,
+                                    top_p=cfg.eval.top_p, seed=cfg.eval.seed)
     preprocess = setup.val_set.images.preprocess
     size = cfg.eval.batch_size
     order = [list(range(start, min(start + size, len(samples)))) for start in range(0, len(samples), size)]
