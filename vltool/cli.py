@@ -120,6 +120,10 @@ def _print_dry_run(report: dict) -> None:
     console.print(rows_table(report["title"], report["columns"], report["rows"]))
     for note in report.get("notes", []):
         console.print(f"[dim]{note}[/dim]")
+    for table in report.get("tables", []):  # further tables of the report (VPGTrans: the run's cost)
+        console.print(rows_table(table["title"], table["columns"], table["rows"]))
+        for note in table.get("notes", []):
+            console.print(f"[dim]{note}[/dim]")
 
 
 WARMUP_EPILOG = """[bold]Examples[/bold]

@@ -575,6 +575,13 @@ def with_warmup_data(cfg: VPGTransRecipe, path: Path) -> VPGTransRecipe:
 
 
 def dry_run(cfg: VPGTransRecipe) -> dict[str, Any]:
+    """Parameters and memory per stage, then what the run costs (``models.run_cost``) beside the
+    from-scratch baseline, in ``report["tables"]``."""
     from vltool.models.meta_count import vpgtrans_table
+    from vltool.models.run_cost import blip2_config, cost_table
 
-    return vpgtrans_table(cfg)
+    report = vpgtrans_table(cfg)
+    cost = cost_table(cfg, blip2_config(cfg))
+    report["tables"] = [*report.get("tables", []), cost]
+    report["cost"] = cost["cost"]
+    return report
