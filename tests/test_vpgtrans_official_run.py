@@ -126,3 +126,31 @@ def test_dry_run_prints_the_cost_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     for cell in ("│ warm-up │ 1,399,680 │ 810 │", "│ stage 2 │ 14,399,424 │ 8,333 │", "│ 129,000,000 │ 74,653 │",
                  f"│ {hours:.1f} │", f"{saving:.1f}x", "A100 at 40% MFU"):
         assert cell in out, cell
+
+
+def test_training_captions_go_through_blip_caption(tmp_path: Path) -> None:
+    """Caption lists and wds: streams alike: what the collator receives is LAVIS's processed text."""
+    import io
+    import tarfile
+
+    from test_data_mixture import jpeg_bytes
+
+    from vltool.data.caption_text import processor
+    from vltool.data.mixture import MixedVLData, Source
+    from vltool.data.sample import Sample
+    from vltool.data.wds import shard_paths
+
+    with tarfile.open(tmp_path / "000.tar", "w") as tar:
+        for name, data in (("k0.jpg", jpeg_bytes(0)), ("k0.txt", b"A Dog: Running (fast)!")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    listed = Source("coco:x.json", 0.5, samples=[Sample("1", None, "", "Two cats; one sleeping.", [], {})], size=1)
+    shards = shard_paths(str(tmp_path / "000.tar"))
+    streamed = Source(f"wds:{tmp_path / '000.tar'}", 0.5, shards=shards, size=1)
+    data = MixedVLData([listed, streamed], lambda image: image, caption_text=processor("blip_caption"))
+    data.batch_sampler(micro=1, accum=1, world=1, rank=0, seed=0, total=1, start=0)
+    assert data[(0, 0, 0)] == (-1, "", "two cats one sleeping")
+    assert data[(1, 0, 1)][2] == "a dog running fast"
+    raw = MixedVLData([listed], lambda image: image)
+    assert raw[(0, 0, 0)][2] == "Two cats; one sleeping."  # text_processor: none keeps the text
