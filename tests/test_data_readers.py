@@ -65,7 +65,8 @@ def test_scienceqa_prompt_target_meta_and_images(tmp_path: Path) -> None:
     assert q3.meta["has_hint"] and q3.meta["has_image"] and q3.meta["grade"] == "grade3"
     q2 = samples[1]
     assert "Context: N/A\n" in q2.prompt and not q2.meta["has_hint"]
-    assert q2.answer == "The answer is B."  # no lecture/solution: no dangling "BECAUSE:"
+    # no lecture/solution: LaVIN's target keeps "BECAUSE:" (util/base_prompt.py), and so does vltool's
+    assert q2.answer == "The answer is B. BECAUSE:"
     assert samples[0].image is None and samples[0].references == [samples[0].answer]
     assert [s.id for s in load_spec(f"scienceqa:{root}", "train")] == ["7"]
     with pytest.raises(UserError, match=r"pid_splits.json has no split 'minival'; it has test, train"):
@@ -180,7 +181,7 @@ def test_alpaca_llava_and_jsonl(tmp_path: Path) -> None:
 
 
 def test_spec_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UserError, match=r"unknown kind 'cocoa'; expected one of alpaca, coco, demo, jsonl, llava, "
+    with pytest.raises(UserError, match=r"unknown kind 'cocoa'; expected one of alpaca, coco, demo, gqa, jsonl, llava, "
                                         r"sbu, scienceqa, vg, vqav2, wds"):
         load_spec("cocoa:x.json")
     with pytest.raises(UserError, match=r"must look like KIND:ARG"):
@@ -196,3 +197,17 @@ def test_spec_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     register_kind("empty", lambda arg, split, images: [], "text")
     with pytest.raises(UserError, match=r"'empty:x' \(train split\) has no samples"):
         load_spec("empty:x")
+
+
+def test_gqa_official_and_lavis_shapes(tmp_path: Path) -> None:
+    official = write(tmp_path / "testdev_balanced_questions.json", {
+        "201307251": {"imageId": "n161313", "question": "Is it overcast?", "answer": "no", "fullAnswer": "No."}})
+    (sample,) = load_spec(f"gqa:{official}", "test", images=str(tmp_path / "images"))
+    assert (sample.id, sample.prompt, sample.answer, sample.references) == \
+        ("201307251", "Question: Is it overcast? Answer:", "no", ["no"])
+    assert sample.image == str(tmp_path / "images" / "n161313.jpg") and sample.meta["question"] == "Is it overcast?"
+    lavis = write(tmp_path / "lavis.json", [{"image": "n1.jpg", "question": "What color?", "answer": "red",
+                                             "question_id": 7}])
+    assert load_spec(f"gqa:{lavis}", "test")[0].id == "7"
+    with pytest.raises(UserError, match=r"question 201307251: missing key 'answer'"):
+        load_spec(f"gqa:{write(tmp_path / 'bad.json', {'201307251': {'imageId': 'n1', 'question': 'q'}})}")

@@ -66,11 +66,16 @@ def test_scienceqa_categories(tmp_path: Path) -> None:
 
 
 def test_scienceqa_answer_parsing() -> None:
+    """LaVIN eval.py's reading: 'The answer is ([A-Z]).' where '.' is any character but a newline."""
     assert parse_choice("The answer is B. BECAUSE: ...", 3) == 1
-    assert parse_choice("The answer is (C).", 3) == 2
-    assert parse_choice("The answer is C", 3) == 2  # generation cut before the period
-    assert parse_choice("The answer is Apple.", 3) is None  # a word, not a letter
-    assert parse_choice("The answer is E.", 3) is None
+    assert parse_choice("The answer is C, because the map shows it.", 3) == 2
+    assert parse_choice("The answer is Copepod.", 3) == 2  # a word's capital, followed by any character
+    assert parse_choice("The answer is Apple.", 3) == 0
+    assert parse_choice("The answer is (A).", 3) is None  # "(" is not a capital letter
+    assert parse_choice("The answer is C", 3) is None  # nothing after the letter: the "." has nothing to match
+    assert parse_choice("The answer is B\nBECAUSE: ...", 3) is None  # "." does not match a newline
+    assert parse_choice("the answer is B. The answer is A.", 3) == 0  # case-sensitive; the first match counts
+    assert parse_choice("The answer is E.", 3) is None  # beyond the options: wrong (LaVIN: a random option)
 
 
 def test_caption_metrics_by_hand() -> None:

@@ -9,9 +9,12 @@ null), subject, grade, lecture, solution, split, ...}; ``pid_splits.json`` maps 
 Prompt and target follow LaVIN's QCM-ALE format (its ``util/base_prompt.py``):
 ``Question: {q}\\nContext: {hint or N/A}\\nOptions: (A) x (B) y\\nResponse:`` and
 ``The answer is A. BECAUSE: {lecture} {solution}``, with newlines inside lecture and solution
-written as a literal ``\\n`` and double spaces collapsed once, as LaVIN trains. One deliberate
-difference: when lecture and solution are both empty the dangling ``BECAUSE:`` is dropped
-(LaVIN means to, but a typo keeps it). ``meta`` carries what the scorer needs: the choices, the
+written as a literal ``\\n`` and double spaces collapsed once, as LaVIN trains. With lecture and
+solution both empty the target stays ``The answer is A. BECAUSE:``, as LaVIN's (its
+``create_training_example`` means to drop the dangling ``BECAUSE:`` but assigns the result to an
+unused name), so a model tuned here learns the official text. Prompt and answer are joined with
+no space (``...\\nResponse:The answer is A.``) by the MMA collator, as LaVIN's
+``ScienceQADataSet.tokenize`` does. ``meta`` carries what the scorer needs: the choices, the
 answer index, subject, grade and whether there is a text hint / an image.
 """
 
@@ -34,10 +37,10 @@ def sqa_prompt(question: str, hint: str, choices: list[str]) -> str:
 
 
 def sqa_target(answer_index: int, lecture: str, solution: str) -> str:
-    because = f"{lecture} {solution}".replace("\n", "\\n").strip()
-    text = f"The answer is {LETTERS[answer_index]}. BECAUSE: {because}" if because else \
-        f"The answer is {LETTERS[answer_index]}."
-    return text.replace("  ", " ").strip()
+    """LaVIN's QCM-ALE target (github.com/luogen1996/LaVIN@dd0a1bf ``util/base_prompt.py``
+    ``create_training_example``, output format ALE): every case, the empty one included."""
+    lecture, solution = lecture.replace("\n", "\\n"), solution.replace("\n", "\\n")
+    return f"The answer is {LETTERS[answer_index]}. BECAUSE: {lecture} {solution}".replace("  ", " ").strip()
 
 
 def _problem(problem: object, where: str) -> dict:

@@ -1,9 +1,14 @@
 """ScienceQA accuracy and its categories as LaVIN and the ScienceQA paper report them, in percent.
 
-The answer letter is the first ``The answer is X`` (X a capital letter followed by a period,
-space or the end). LaVIN's script picks a RANDOM option when that fails, which makes scores
-irreproducible and flatters broken models; here an unparsable answer or a letter beyond the
-question's choices counts WRONG, and their number is reported as ``unparsed``.
+The answer letter is read as LaVIN's ``eval.py`` reads it (github.com/luogen1996/LaVIN@dd0a1bf:
+the first match of ``The answer is ([A-Z]).``, whose ``.`` is ANY character but a newline), so
+numbers can be set beside the paper's: ``The answer is C, because`` and ``The answer is Copepod.``
+read C; ``The answer is (A).``, ``The answer is C`` at the very end and ``The answer is B\nBECAUSE``
+read nothing. LaVIN's script then picks a RANDOM option (``get_pred_idx``) when no letter was
+found or the letter is beyond the question's options, which makes scores irreproducible; here
+such an answer counts WRONG, deterministically, and their number is reported as ``unparsed``.
+(LaVIN searches its decoded prompt + continuation; vltool the continuation: a question whose own
+text holds the phrase is the only case where that differs.)
 
 Categories follow ScienceQA's own evaluation: NAT / SOC / LAN by subject (natural / social /
 language science); TXT = has a text hint, IMG = has an image, NO = neither (a question with both
@@ -18,7 +23,7 @@ from collections.abc import Sequence
 
 from vltool.data.sample import Sample
 
-ANSWER = re.compile(r"The answer is \(?([A-Z])\)?(?=[.\s]|$)")
+ANSWER = re.compile(r"The answer is ([A-Z]).")  # the pattern of LaVIN eval.py
 SUBJECTS = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 LOWER_GRADES = {f"grade{i}" for i in range(1, 7)}
 UPPER_GRADES = {f"grade{i}" for i in range(7, 13)}

@@ -8,11 +8,16 @@ output (``Site.readers``).
 Vision encoders (CLIP ViT, BLIP-2 ViT): one adapter per block after ``layer_norm1`` (LaVIN's
 ``ln_1``), before attention. There is no modality token there: every input is an image. Each
 vision adapter keeps its router (the LaVIN-7B count of 20,490 per CLIP block includes it) and
-routes each image from its own [CLS] token after that block's norm. LaVIN's code writes the same
-``x[:, 0]`` but runs OpenAI CLIP sequence-first, so it actually routes every image of a batch from
-the first image's tokens; vltool routes each image from itself, so a sample's features do not
-depend on its batch neighbours. Consequence: vision routing depends on the image, so vision
-adapters cannot be folded into a plain ViT (``merge`` says so); LLM adapters can.
+routes each image from its own [CLS] token after that block's norm (the paper's intent). LaVIN's
+code (github.com/luogen1996/LaVIN@dd0a1bf ``lavin/mm_adapter.py``, ``RepAdapter_Router.forward``)
+writes ``x[:, 0]``, but its OpenAI CLIP runs sequence-first (``clip/model.py``: ``NLD -> LND``), so
+``x`` is [tokens, images, width] there and ``x[:, 0]`` is image 0's row: token position l of EVERY
+image in the batch is routed with the weights computed from image 0's token l (the 1x1 convolutions
+then take the token axis as their batch axis). No image is routed from its [CLS]; every image but
+the first is routed from another image, and a sample's features depend on its batch neighbours.
+vltool keeps per-image [CLS] routing (a documented departure, README "What is implemented").
+Consequence: vision routing depends on the image, so vision adapters cannot be folded into a plain
+ViT (``merge`` says so); LLM adapters can.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""LaVIN's token layout for MMA batches: [BOS] "Image:" [visual slots] prompt answer.
+"""LaVIN's token layout for MMA batches: [BOS] "Image: " [visual slots] prompt answer.
 
 Text-only samples read ``[BOS] "Image: N/A" prompt answer`` (LaVIN's prefix for samples without
-an image). Visual-token slots hold ``VISUAL`` (-1) in ``input_ids``; ``MMAModel.embed`` fills them
+an image). The ids are LaVIN's on a LLaMA SentencePiece tokenizer (github.com/luogen1996/LaVIN@dd0a1bf
+``engine.py`` / ``lavin/generator.py`` encode ``"Image: "`` -- trailing space, one token ``▁`` more
+than ``"Image:"`` -- and ``"Image: N/A"`` on their own; ``util/datasets.py`` encodes
+``prompt + answer`` as one string, no space put between them, and ``lavin/model.py``
+``insert_image_embeds`` puts prefix and visual tokens after its BOS). ``tests/test_mma_layout_ids.py``
+compares the ids with that construction. Visual-token slots hold ``VISUAL`` (-1) in ``input_ids``; ``MMAModel.embed`` fills them
 with the front end's tokens, and ``MMAModel`` prepends the modality token itself (it is an
 embedding, not a vocabulary id). Labels are -100 everywhere except the answer (and its EOS), so
 the loss is on the answer only.
@@ -13,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vltool.data.text_batches import IGNORE, join_prompt
+from vltool.data.text_batches import IGNORE
 
 VISUAL = -1  # placeholder id of a visual-token slot in collated input_ids
 IMAGE_TOKEN = "<image>"
@@ -29,7 +34,10 @@ def image_prompt(prompt: str, num_visual: int) -> str:
     transformers sees the ids vltool trained on whatever the tokenizer family (GPT-2 BPE and
     SentencePiece split text around special tokens differently).
     """
-    return "Image:" + IMAGE_TOKEN * num_visual + prompt
+    # " " before the prompt: LaVIN tokenises the prompt on its own, so SentencePiece starts it with
+    # its dummy-prefix "▁"; after a special token a tokenizer starts a new piece, and the space is
+    # what gives that "▁" back (the same ids, tests/test_mma_layout_ids.py)
+    return "Image: " + IMAGE_TOKEN * num_visual + (" " + prompt if prompt else "")
 
 
 MAX_ANSWER_TOKENS = 256  # an answer's tokens before its EOS (longer ones are cut)
@@ -52,7 +60,7 @@ class MMACollator:
     def head(self, has_image: bool) -> list[int]:
         bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
         if has_image:
-            return bos + self._ids("Image:") + [VISUAL] * self.num_visual
+            return bos + self._ids("Image: ") + [VISUAL] * self.num_visual
         return bos + self._ids("Image: N/A")
 
     def head_and_prompt(self, has_image: bool, prompt: str) -> tuple[list[int], list[int]]:
@@ -72,8 +80,10 @@ class MMACollator:
         head, p_ids = self.head_and_prompt(has_image, prompt)
         if answer is None:
             return head + p_ids, [IGNORE] * (len(head) + len(p_ids))
+        # LaVIN concatenates prompt and answer as they are (ScienceQA: "...\nResponse:The answer is A."),
+        # and masks the prompt's own token count (util/datasets.py ``tokenize``)
         alone = len(self._ids(prompt))
-        a_ids = self._ids(join_prompt(prompt, answer))[alone:][: self.max_answer] + [self.tok.eos_token_id]
+        a_ids = self._ids(prompt + answer)[alone:][: self.max_answer] + [self.tok.eos_token_id]
         ids = (head + p_ids + a_ids)[: self.max_length]
         labels = ([IGNORE] * (len(head) + len(p_ids)) + a_ids)[: self.max_length]
         return ids, labels
