@@ -59,10 +59,15 @@ def revision(hub_id: str) -> str:
     return hashlib.sha1(hub_id.encode()).hexdigest()
 
 
-def publish(staging: Path, cache: Path, hub_id: str) -> Path:
-    """Move ``staging``'s files into ``cache`` as huggingface_hub stores a downloaded snapshot."""
+def publish(staging: Path, cache: Path, hub_id: str, rev: str | None = None) -> Path:
+    """Move ``staging``'s files into ``cache`` as huggingface_hub stores a downloaded snapshot.
+
+    ``rev`` (a commit sha) publishes an older revision beside the current one: its snapshot folder
+    is added and ``refs/main`` is left alone, as after ``hf download REPO --revision SHA``.
+    """
     repo = cache / f"models--{hub_id.replace('/', '--')}"
-    rev = revision(hub_id)
+    is_main = rev is None
+    rev = rev or revision(hub_id)
     snapshot = repo / "snapshots" / rev
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     snapshot.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,8 @@ def publish(staging: Path, cache: Path, hub_id: str) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(rev)
+    if is_main:
+        (repo / "refs" / "main").write_text(rev)
     shutil.rmtree(staging, ignore_errors=True)
     return snapshot
 
@@ -173,14 +179,24 @@ def opt_config(vocab: int, hidden: int = 32) -> dict:
             "use_cache": True, "vocab_size": vocab, "word_embed_proj_dim": hidden}
 
 
-def llama_config(vocab: int, hidden: int = 32) -> dict:
-    """huggyllama/llama-7b's and lmsys/vicuna-7b-v1.1's config.json structure, tiny."""
-    return {"architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+def llama_config(vocab: int, hidden: int = 32, ids: tuple[int, int, int] = (1, 2, 0)) -> dict:
+    """huggyllama/llama-7b's and lmsys/vicuna-7b-v1.1's config.json structure, tiny; ``ids`` = (bos, eos, pad)."""
+    bos, eos, pad = ids
+    return {"architectures": ["LlamaForCausalLM"], "bos_token_id": bos, "eos_token_id": eos, "hidden_act": "silu",
             "hidden_size": hidden, "intermediate_size": hidden * 2 + 8, "initializer_range": 0.02,
             "max_position_embeddings": 64, "max_sequence_length": 64, "model_type": "llama",
-            "num_attention_heads": 4, "num_hidden_layers": 2, "pad_token_id": 0, "rms_norm_eps": 1e-06,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "pad_token_id": pad, "rms_norm_eps": 1e-06,
             "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.28.0.dev0",
             "use_cache": True, "vocab_size": vocab}
+
+
+# lmsys/vicuna-7b-v1.1 as published: config.json says bos 0, eos 1, pad -1 while its tokenizer has
+# <unk>=0 <s>=1 </s>=2 and its generation_config.json says bos 1, eos 2, pad 0
+# (https://github.com/salesforce/LAVIS/issues/509; config ids also in
+# https://github.com/Vision-CAIR/MiniGPT-4/issues/339; pad -1 reaching generate:
+# https://github.com/zd11024/NaviLLM/issues/7).
+VICUNA_CONFIG_IDS = (0, 1, -1)
+VICUNA_GENERATION_IDS = (1, 2, 0)
 
 
 def _seeded(seed: int):
@@ -204,67 +220,147 @@ def build_opt(cache: Path, hub_id: str = "facebook/opt-6.7b", hidden: int = 48, 
     return publish(staging, cache, hub_id)
 
 
-def build_llama(cache: Path, hub_id: str, fmt: str, hidden: int = 32, seed: int = 2) -> Path:
+def build_llama(cache: Path, hub_id: str, fmt: str, hidden: int = 32, seed: int = 2,
+                config_ids: tuple[int, int, int] = (1, 2, 0),
+                generation_ids: tuple[int, int, int] = (1, 2, 0)) -> Path:
     """A huggyllama/llama-7b (``fmt='safetensors'``) or lmsys/vicuna-7b-v1.1 (``'bin'``) repository."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     staging = cache / ".staging" / hub_id
     vocab = sentencepiece_files(staging)
-    config = llama_config(vocab, hidden)
+    config = llama_config(vocab, hidden, config_ids)
     _seeded(seed)
-    lm = LlamaForCausalLM(LlamaConfig(**config))
+    # the weights do not depend on the ids; build from valid ones (today's transformers refuses pad -1)
+    lm = LlamaForCausalLM(LlamaConfig(**llama_config(vocab, hidden)))
     write_shards(staging, {k: v.half() for k, v in lm.state_dict().items()}, fmt)
     _json(staging / "config.json", config)
-    _generation_config(staging, 1, 2, 0)
+    _generation_config(staging, *generation_ids)
     return publish(staging, cache, hub_id)
 
 
-def build_blip2_opt(cache: Path, hub_id: str = "Salesforce/blip2-opt-2.7b", hidden: int = 32, seed: int = 3) -> Path:
-    """A Salesforce/blip2-opt-* repository: safetensors shards, ``<image>`` in tokenizer and config."""
-    from tokenizers import AddedToken
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        BlipImageProcessor,
-        GPT2TokenizerFast,
-    )
+def _blip2_model(text: dict, image_index: int | None, seed: int):
+    """A tiny Blip2ForConditionalGeneration (ViT q/v biases non-zero, as a trained EVA ViT's)."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
 
-    staging = cache / ".staging" / hub_id
-    tokens = gpt2_bpe_files(staging)
-    tokenizer = GPT2TokenizerFast.from_pretrained(str(staging))
-    tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True)
-    image_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    assert image_index == tokens
-    vocab = tokens + (-tokens % 8) + 8
-    text = {**opt_config(vocab, hidden), "_name_or_path": "facebook/opt-2.7b", "torch_dtype": "float32"}
-    config = Blip2Config(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "image_size": IMAGE_SIZE, "patch_size": 4, "qkv_bias": True},
-        qformer_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                        "encoder_hidden_size": 32, "cross_attention_frequency": 1, "vocab_size": 64,
-                        "max_position_embeddings": 32},
-        text_config=text, num_query_tokens=NUM_QUERY_TOKENS, image_token_index=image_index)
+    config = Blip2Config(vision_config=BLIP2_VISION, qformer_config=BLIP2_QFORMER, text_config=text,
+                         num_query_tokens=NUM_QUERY_TOKENS,
+                         **({"image_token_index": image_index} if image_index is not None else {}))
     _seeded(seed)
     model = Blip2ForConditionalGeneration(config).eval()
-    with torch.no_grad():  # a trained EVA ViT's q and v biases are not zero
+    with torch.no_grad():
         for layer in model.vision_model.encoder.layers:
             layer.self_attn.qkv.bias.normal_(0, 0.02)
     state = model.state_dict()
     state.pop("language_model.lm_head.weight", None)  # tied to the input embeddings in the checkpoint too
-    write_shards(staging, state, "safetensors")
+    return state
+
+
+BLIP2_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "image_size": IMAGE_SIZE, "patch_size": 4, "qkv_bias": True}
+BLIP2_QFORMER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "encoder_hidden_size": 32, "cross_attention_frequency": 1, "vocab_size": 64,
+                 "max_position_embeddings": 32}
+
+
+def _blip2_tokenizer(staging: Path, with_image_token: bool) -> tuple[int, int, int | None]:
+    """OPT's BPE files (+ ``<image>``): (BPE tokens, the "\\n" id, ``<image>``'s id or None)."""
+    from tokenizers import AddedToken
+    from transformers import GPT2TokenizerFast
+
+    tokens = gpt2_bpe_files(staging)
+    tokenizer = GPT2TokenizerFast.from_pretrained(str(staging))
+    image_index = None
+    if with_image_token:
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True)
+        image_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        assert image_index == tokens
+        _json(staging / "added_tokens.json", {IMAGE_TOKEN: image_index})
+    newline = tokenizer.convert_tokens_to_ids("\u010a")  # byte-level BPE's "\n" (OPT's 50118)
     tokenizer.save_pretrained(str(staging))  # tokenizer.json, tokenizer_config.json as the hub files have them
     tok_config = json.loads((staging / "tokenizer_config.json").read_text())
     for key in ("backend", "is_local", "local_files_only"):
         tok_config.pop(key, None)
     _json(staging / "tokenizer_config.json", {**tok_config, "add_bos_token": True, "processor_class": "Blip2Processor"})
+    return tokens, newline, image_index
+
+
+def build_blip2_opt(cache: Path, hub_id: str = "Salesforce/blip2-opt-2.7b", hidden: int = 32, seed: int = 3,
+                    text_name: str = "facebook/opt-2.7b") -> Path:
+    """A Salesforce/blip2-opt-* repository as the hub has it since its Nov/Dec 2024 update.
+
+    config.json is written as the published file is (saved by transformers 4.47.0.dev0, only
+    non-default keys in the sub-configs): ``image_token_index`` 50265-analogue, ``num_query_tokens``,
+    a ``text_config`` with ``eos_token_id`` 50118 (the "\\n" token), ``torch_dtype`` float16 and the
+    embedding rows grown past OPT's 50272 (50304 on the hub); the top-level ``torch_dtype`` float32
+    (Salesforce/blip2-opt-2.7b config.json as quoted in a public notes file of the search tool's code
+    corpus, find_string '"image_token_index": 50265'; the update of the hub configs and weights:
+    https://github.com/huggingface/transformers/pull/34876). Weights: ``model-0000{1,2}-of-00002
+    .safetensors`` + index (fp32); tokenizer with ``<image>`` in ``added_tokens.json``;
+    ``processor_config.json`` with ``num_query_tokens`` (the 4.47 processor attributes,
+    https://github.com/huggingface/transformers/issues/34109). blip2-opt-6.7b is laid out the same
+    way (the same update, PR 34876, covered every BLIP-2 repository).
+    """
+    from transformers import BlipImageProcessor
+
+    staging = cache / ".staging" / hub_id
+    tokens, newline, image_index = _blip2_tokenizer(staging, with_image_token=True)
+    old_rows = tokens + (-tokens % 8) + 8  # OPT's 50272 rows for 50265 tokens
+    rows = old_rows + 32  # the update grew them (50304)
+    text = {**opt_config(rows, hidden), "_name_or_path": text_name, "eos_token_id": newline}
+    write_shards(staging, _blip2_model(text, image_index, seed), "safetensors")
+    _json(staging / "config.json", {
+        "architectures": ["Blip2ForConditionalGeneration"], "image_text_hidden_size": 256,
+        "image_token_index": image_index, "initializer_factor": 1.0, "initializer_range": 0.02,
+        "model_type": "blip-2", "num_query_tokens": NUM_QUERY_TOKENS,
+        "qformer_config": {**BLIP2_QFORMER, "classifier_dropout": None, "model_type": "blip_2_qformer"},
+        "text_config": {"_name_or_path": text_name, "activation_dropout": 0.0, "architectures": ["OPTForCausalLM"],
+                        "eos_token_id": newline, "ffn_dim": hidden * 4, "hidden_size": hidden, "model_type": "opt",
+                        "num_attention_heads": 4, "num_hidden_layers": 2, "prefix": "</s>", "torch_dtype": "float16",
+                        "vocab_size": rows, "word_embed_proj_dim": hidden, "max_position_embeddings": 64},
+        "torch_dtype": "float32", "transformers_version": "4.47.0.dev0", "use_decoder_only_language_model": True,
+        "vision_config": {**BLIP2_VISION, "dropout": 0.0, "initializer_factor": 1.0,
+                          "model_type": "blip_2_vision_model", "num_channels": 3, "projection_dim": 512}})
     # transformers-4.x style processor files: preprocessor_config.json + a processor_config.json
     image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     _json(staging / "preprocessor_config.json", {**image_processor.to_dict(), "processor_class": "Blip2Processor"})
     _json(staging / "processor_config.json", {"num_query_tokens": NUM_QUERY_TOKENS, "processor_class": "Blip2Processor"})
-    _json(staging / "added_tokens.json", {IMAGE_TOKEN: image_index})
-    config.save_pretrained(str(staging))
-    _generation_config(staging, 2, 2, 1)
+    _generation_config(staging, 2, newline, 1)
     return publish(staging, cache, hub_id)
+
+
+OLD_BLIP2_REVISION = "0" * 8 + hashlib.sha1(b"blip2-opt-2.7b before the Dec 2024 update").hexdigest()[8:]
+
+
+def build_blip2_opt_old(cache: Path, hub_id: str = "Salesforce/blip2-opt-2.7b", hidden: int = 32,
+                        seed: int = 3) -> Path:
+    """The same repository at a revision from before the Nov/Dec 2024 hub update, beside ``refs/main``.
+
+    What that update added is absent: no ``<image>`` token (no ``added_tokens.json``), no
+    ``image_token_index`` and no ``processor_config.json`` (the attributes a pre-4.47 snapshot lacks,
+    https://github.com/huggingface/transformers/issues/34109), OPT's own 50272-row embeddings (the
+    update grew them to 50304, PR 34876), and weights as sharded ``pytorch_model-*.bin`` only.
+    Reach it as ``Salesforce/blip2-opt-2.7b@OLD_BLIP2_REVISION``.
+    """
+    from transformers import BlipImageProcessor
+
+    staging = cache / ".staging" / (hub_id + "@old")
+    tokens, newline, _ = _blip2_tokenizer(staging, with_image_token=False)
+    rows = tokens + (-tokens % 8) + 8  # 50272 rows for 50265 tokens
+    text = {**opt_config(rows, hidden), "_name_or_path": "facebook/opt-2.7b", "eos_token_id": newline}
+    write_shards(staging, _blip2_model(text, None, seed), "bin")
+    _json(staging / "config.json", {
+        "architectures": ["Blip2ForConditionalGeneration"], "initializer_factor": 1.0, "initializer_range": 0.02,
+        "model_type": "blip-2", "num_query_tokens": NUM_QUERY_TOKENS,
+        "qformer_config": {**BLIP2_QFORMER, "model_type": "blip_2_qformer"},
+        "text_config": {"_name_or_path": "facebook/opt-2.7b", "architectures": ["OPTForCausalLM"],
+                        "eos_token_id": newline, "ffn_dim": hidden * 4, "hidden_size": hidden, "model_type": "opt",
+                        "num_attention_heads": 4, "num_hidden_layers": 2, "prefix": "</s>", "torch_dtype": "float16",
+                        "vocab_size": rows, "word_embed_proj_dim": hidden, "max_position_embeddings": 64},
+        "torch_dtype": "float32", "transformers_version": "4.27.0.dev0", "use_decoder_only_language_model": True,
+        "vision_config": {**BLIP2_VISION, "model_type": "blip_2_vision_model"}})
+    image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    _json(staging / "preprocessor_config.json", {**image_processor.to_dict(), "processor_class": "Blip2Processor"})
+    return publish(staging, cache, hub_id, rev=OLD_BLIP2_REVISION)
 
 
 def build_clip(cache: Path, hub_id: str = "openai/clip-vit-large-patch14", seed: int = 4) -> Path:
@@ -300,8 +396,15 @@ def build_clip(cache: Path, hub_id: str = "openai/clip-vit-large-patch14", seed:
 
 REPOS = {
     "Salesforce/blip2-opt-2.7b": build_blip2_opt,
+    "Salesforce/blip2-opt-2.7b@old": build_blip2_opt_old,
+    # the source of the shipped opt6.7b-to-vicuna7b / -llama7b recipes
+    "Salesforce/blip2-opt-6.7b": lambda cache: build_blip2_opt(cache, "Salesforce/blip2-opt-6.7b", hidden=40,
+                                                               seed=5, text_name="facebook/opt-6.7b"),
     "facebook/opt-6.7b": build_opt,
-    "lmsys/vicuna-7b-v1.1": lambda cache: build_llama(cache, "lmsys/vicuna-7b-v1.1", "bin"),
+    "facebook/opt-2.7b": lambda cache: build_opt(cache, "facebook/opt-2.7b", hidden=32, seed=6),
+    "lmsys/vicuna-7b-v1.1": lambda cache: build_llama(cache, "lmsys/vicuna-7b-v1.1", "bin",
+                                                      config_ids=VICUNA_CONFIG_IDS,
+                                                      generation_ids=VICUNA_GENERATION_IDS),
     "huggyllama/llama-7b": lambda cache: build_llama(cache, "huggyllama/llama-7b", "safetensors"),
     "openai/clip-vit-large-patch14": build_clip,
 }

@@ -15,7 +15,7 @@ import pytest
 import torch
 from cli_helpers import invoke
 from PIL import Image
-from real_layouts import NUM_QUERY_TOKENS, build_hub_cache
+from real_layouts import NUM_QUERY_TOKENS, OLD_BLIP2_REVISION, VICUNA_CONFIG_IDS, build_hub_cache
 
 from vltool.artifacts import read_artifact
 
@@ -91,6 +91,25 @@ def test_replicas_are_laid_out_as_the_hub_repositories(hub: Path) -> None:
                 dtypes = {handle.get_tensor(k).dtype for k in handle.keys()}  # noqa: SIM118
         assert dtypes == {torch.float16}
 
+    # the BLIP-2 config as the hub has it since its 2024 update; the old revision without what it added
+    assert config["transformers_version"] == "4.47.0.dev0" and config["text_config"]["torch_dtype"] == "float16"
+    newline = json.loads((blip2 / "tokenizer.json").read_text())["model"]["vocab"]["\u010a"]
+    assert config["text_config"]["eos_token_id"] == newline  # 50118 = "\n"
+    old = blip2.parents[1] / "snapshots" / OLD_BLIP2_REVISION
+    old_config = json.loads((old / "config.json").read_text())
+    assert "image_token_index" not in old_config and not (old / "processor_config.json").exists()
+    assert not (old / "added_tokens.json").exists() and "<image>" not in (old / "tokenizer.json").read_text()
+    assert old_config["text_config"]["vocab_size"] < config["text_config"]["vocab_size"]
+    assert {p.name for p in old.iterdir() if "model" in p.name} == {
+        "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json"}
+    for hub_id in ("Salesforce/blip2-opt-6.7b", "facebook/opt-2.7b"):
+        assert (snapshot(hub, hub_id) / "config.json").is_file()
+    vicuna = snapshot(hub, "lmsys/vicuna-7b-v1.1")
+    vicuna_config = json.loads((vicuna / "config.json").read_text())
+    ids = tuple(vicuna_config[f"{k}_token_id"] for k in ("bos", "eos", "pad"))
+    assert ids == VICUNA_CONFIG_IDS == (0, 1, -1)
+    assert json.loads((vicuna / "generation_config.json").read_text())["eos_token_id"] == 2
+
     clip = json.loads((snapshot(hub, "openai/clip-vit-large-patch14") / "config.json").read_text())
     assert {"text_config_dict", "vision_config_dict"} <= clip.keys()
 
@@ -121,22 +140,57 @@ def vltool_generate(spec: Path, image: Path, prompt: str, new_tokens: int) -> st
 
 
 def check_saved_tokenizer(folder: Path) -> None:
+    """<image> at config.image_token_index; bos / eos / pad the tokenizer's, agreeing with both
+    configs, none negative (lmsys/vicuna-7b-v1.1's config.json says pad -1)."""
     from transformers import AutoTokenizer
 
     config = json.loads((folder / "config.json").read_text())
+    generation = json.loads((folder / "generation_config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     assert "<image>" in tokenizer.get_vocab()
     assert tokenizer.convert_tokens_to_ids("<image>") == config["image_token_index"] != tokenizer.unk_token_id
-    assert config["image_token_index"] < config["text_config"]["vocab_size"]
+    text = config["text_config"]
+    assert config["image_token_index"] < text["vocab_size"]
+    assert tokenizer.pad_token is not None and tokenizer.pad_token_id == text["pad_token_id"] == generation["pad_token_id"]
+    assert (text["bos_token_id"], text["eos_token_id"]) == (tokenizer.bos_token_id, tokenizer.eos_token_id)
+    assert generation["bos_token_id"] == tokenizer.bos_token_id
+    stops = generation["eos_token_id"] if isinstance(generation["eos_token_id"], list) else [generation["eos_token_id"]]
+    assert tokenizer.eos_token_id in stops
+    for value in [text["bos_token_id"], text["eos_token_id"], text["pad_token_id"], generation["pad_token_id"], *stops]:
+        assert 0 <= value < text["vocab_size"]
 
 
-@pytest.mark.parametrize("target", ["opt6.7b", "llama7b", "vicuna7b"])
+def plain_batch(folder: Path, images: list[Path], texts: list[str], new_tokens: int) -> list[str]:
+    """Plain transformers on a padded batch (two images, two prompts of different lengths): each
+    row must be what that prompt alone gives, and every row must carry the image."""
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    processor = Blip2Processor.from_pretrained(str(folder))
+    model = Blip2ForConditionalGeneration.from_pretrained(str(folder)).eval()
+    opened = [Image.open(image).convert("RGB") for image in images]
+    inputs = processor(images=opened, text=texts, padding=True, return_tensors="pt")
+    assert len(texts) == 1 or inputs["attention_mask"].min() == 0  # prompts of different lengths: padded
+    image_tokens = (inputs["input_ids"] == model.config.image_token_index).sum(1)
+    assert image_tokens.tolist() == [NUM_QUERY_TOKENS] * len(texts)
+    settings = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "num_beams": 1}
+    out = model.generate(**inputs, **settings)
+    batch = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    for row, (image, text) in enumerate(zip(opened, texts)):
+        alone = processor(images=image, text=text, return_tensors="pt")
+        single = model.generate(**alone, **settings)
+        assert processor.decode(single[0, alone["input_ids"].shape[1]:], skip_special_tokens=True) == batch[row]
+    return [t.strip() for t in batch]
+
+
+# the shipped recipes' pairs (recipes/vpgtrans/): opt2.7b -> opt6.7b, opt6.7b -> llama7b / vicuna7b
+@pytest.mark.parametrize(("source", "target"), [("opt2.7b", "opt6.7b"), ("opt6.7b", "llama7b"),
+                                                ("opt6.7b", "vicuna7b")])
 def test_headline_chain_on_real_layouts(hub: Path, caption_data: tuple[Path, Path], tmp_path: Path,
-                                        target: str) -> None:
+                                        source: str, target: str) -> None:
     data, images = caption_data
     image = images / "img1.png"
     vpg, merged = tmp_path / "vpg", tmp_path / "merged"
-    invoke(["transfer", "--src", "opt2.7b", "--dst", target, "--data", f"jsonl:{data}", "--images", str(images),
+    invoke(["transfer", "--src", source, "--dst", target, "--data", f"jsonl:{data}", "--images", str(images),
             "--out", str(vpg), "warmup.max_steps=1", "train.max_steps=1", "train.batch_size=2",
             "train.precision=no"])
     assert read_artifact(vpg).manifest["recipe"]["train"]["precision"] == "no"
@@ -152,6 +206,10 @@ def test_headline_chain_on_real_layouts(hub: Path, caption_data: tuple[Path, Pat
     ids, text = plain_generate(merged, image, PROMPT, 5)
     assert ids == ours_ids[0].tolist()
     assert text == vltool_generate(vpg, image, PROMPT, 5) and text
+    pair = [images / "img0.png", images / "img2.png"]
+    caption = plain_batch(merged, pair[:1], [""], 4)  # a caption: no prompt at all
+    assert caption == [vltool_generate(vpg, pair[0], "", 4)]
+    plain_batch(merged, pair, [PROMPT, "question: what is it? answer:"], 4)
 
     report = tmp_path / "eval.json"
     invoke(["eval", str(merged), "--data", f"jsonl:{data}", "--images", str(images), "--out", str(report),
@@ -174,8 +232,35 @@ def test_headline_chain_on_real_layouts(hub: Path, caption_data: tuple[Path, Pat
     assert ids == trained.masked_fill(trained == VISUAL, config["image_token_index"]).tolist()
     assert index >= config["image_token_index"]
     assert text == vltool_generate(mma_merged, image, PROMPT, 4) and text
+    plain_batch(mma_merged, pair[:1], [image_prompt("", NUM_QUERY_TOKENS)], 3)
+    plain_batch(mma_merged, pair, [image_prompt(p, NUM_QUERY_TOKENS) for p in (PROMPT, "describe the picture.")], 3)
     manifest = read_artifact(mma_merged).manifest
     assert manifest["prompt_template"] == image_prompt("{prompt}", NUM_QUERY_TOKENS)
+
+
+def test_pre_dec_2024_blip2_snapshot_works_as_a_source(hub: Path, caption_data: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """A Salesforce/blip2-opt-2.7b snapshot from before the hub update (no <image>, no
+    image_token_index, 50272-row embeddings, .bin shards) as --src, and as a model to predict with."""
+    data, images = caption_data
+    old = f"Salesforce/blip2-opt-2.7b@{OLD_BLIP2_REVISION}"
+    vpg, merged = tmp_path / "vpg", tmp_path / "merged"
+    invoke(["transfer", "--src", old, "--dst", "opt2.7b", "--data", f"jsonl:{data}", "--images", str(images),
+            "--out", str(vpg), "warmup.max_steps=1", "train.max_steps=1", "train.batch_size=2",
+            "train.precision=no"])
+    assert "snapshots/" + OLD_BLIP2_REVISION in read_artifact(vpg).manifest["inputs"]["src"]["source"]
+    invoke(["merge", str(vpg), "--out", str(merged)])
+    check_saved_tokenizer(merged)
+    plain_batch(merged, [images / "img0.png", images / "img1.png"], [PROMPT, "question: what is it? answer:"], 3)
+    # the old snapshot itself: vltool adds <image> in a spare embedding row, as the update did
+    from vltool.sources.open_model import open_model
+
+    opened = open_model(old, "source")
+    rows = json.loads((opened.path / "config.json").read_text())["text_config"]["vocab_size"]
+    embeddings = opened.language_model.get_input_embeddings().num_embeddings
+    assert opened.image_token_index == opened.model.config.image_token_index < rows == embeddings  # no resize
+    assert vltool_generate(Path(snapshot(hub, "Salesforce/blip2-opt-2.7b").parents[0] / OLD_BLIP2_REVISION),
+                           images / "img0.png", PROMPT, 3)
 
 
 def test_precision_no_in_a_recipe_file(tmp_path: Path) -> None:

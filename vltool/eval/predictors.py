@@ -19,7 +19,6 @@ from vltool.data.image_batches import image_chunks
 from vltool.data.sample import Sample
 from vltool.data.text_batches import TextEncoder
 from vltool.errors import UserError
-from vltool.sources.weight_files import load_or_explain
 
 
 def stop_ids(model, tokenizer, extra: int | None = None) -> list[int]:
@@ -219,91 +218,60 @@ def _blip2_predictor(name: str, model, tokenizer, image_processor, recipe: dict 
                      layout)
 
 
-def _merged_clip_predictor(spec: str, path: Path) -> Predictor:
+def _merged_clip_predictor(spec: str, found) -> Predictor:
     """A merged LaVIN-style model: the plain merged LLM folder + ``front_end/`` (CLIP, vision adapters, MLP)."""
     from safetensors.torch import load_file
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        CLIPVisionConfig,
-        CLIPVisionModel,
-    )
+    from transformers import AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from vltool.models.mma.build import settings_from
     from vltool.models.mma.clip_frontend import ClipFrontEnd
     from vltool.models.mma.inject import inject_vision
     from vltool.models.mma.mma_model import MMAModel
+    from vltool.sources.open_model import CAUSAL_LM, open_model
 
-    front = path / "front_end"
+    front = found.path / "front_end"
     config = json.loads((front / "mma.json").read_text())
-    lm = load_or_explain(lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval(), path)
+    opened = open_model(found, kinds=(CAUSAL_LM,))
+    lm = opened.model.eval()
     vision = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(front)))
     if config["adapter"]["vision"]:
         inject_vision(vision, settings_from(config["adapter"]))
     front_end = ClipFrontEnd(vision, lm.config.hidden_size, config.get("visual_tokens", 6))
     front_end.load_state_dict(load_file(str(front / "front_end.safetensors")))
-    return MMAPredictor(spec, MMAModel(lm, front_end), AutoTokenizer.from_pretrained(str(path)),
-                        AutoImageProcessor.from_pretrained(str(front)), config.get("max_length", 512))
+    return MMAPredictor(spec, MMAModel(lm, front_end), opened.tokenizer, AutoImageProcessor.from_pretrained(str(front)),
+                        config.get("max_length", 512))
 
 
 def load_predictor(spec: str) -> Predictor:
-    """A vpg artifact, an HF BLIP-2 folder (merged models too) or a causal LM alias/folder."""
-    from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
-
-    from vltool.artifacts import is_artifact, read_artifact
-    from vltool.sources.aliases import find_alias, names_alias
+    """Any model ``open_model`` opens: a vpg or adapters artifact, an HF BLIP-2 folder (merged models
+    too, LaVIN-layout ones as MMA models) or a causal LM alias/folder."""
+    from vltool.sources.aliases import find_alias
     from vltool.sources.hub_cache import split_revision
-    from vltool.sources.resolve import locate
+    from vltool.sources.open_model import BLIP2, open_model, resolve_model
 
-    path = Path(spec).expanduser()
-    if not path.exists() or names_alias(spec):
-        name = split_revision(spec)[0]
-        role = "source" if find_alias(name, "source") and not find_alias(name, "target") else "target"
-        path = locate(spec, role, "MODEL")[0]
-    if is_artifact(path):
-        kind = read_artifact(path, verify=False).kind
-        if kind == "vpg":
-            from vltool.models import vlm
-            from vltool.sources.vpg_source import load_target, load_vpg_artifact
+    name = split_revision(spec)[0]
+    role = "source" if find_alias(name, "source") and not find_alias(name, "target") else "target"
+    found = resolve_model(spec, role, "MODEL")
+    if found.artifact_kind == "adapters":
+        from vltool.models.mma.loading import load_adapters
 
-            source, vpg_manifest, llm_path = load_vpg_artifact(path)
-            from vltool.sources.hf_blip2 import ensure_image_token
+        model, tokenizer, processor, config = load_adapters(found.path)
+        return MMAPredictor(spec, model, tokenizer, processor, config["max_length"])
+    if found.artifact_kind == "model":
+        from vltool.artifacts import read_artifact
 
-            lm, tokenizer, _ = load_target(str(llm_path))
-            model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
-                                 ensure_image_token(tokenizer, lm))
-            return _blip2_predictor(spec, model, tokenizer, source.image_processor, vpg_manifest.get("recipe"))
-        if kind == "adapters":
-            from vltool.models.mma.loading import load_adapters
-
-            model, tokenizer, processor, config = load_adapters(path)
-            return MMAPredictor(spec, model, tokenizer, processor, config["max_length"])
-        if kind != "model":
-            raise UserError(f"{spec} is a {kind!r} artifact; eval takes vpg, adapters and merged models")
-        manifest = read_artifact(path, verify=False).manifest
+        manifest = read_artifact(found.path, verify=False).manifest
         if manifest.get("layout") == "lavin" and manifest.get("front_end") == "clip":
-            return _merged_clip_predictor(spec, path)
+            return _merged_clip_predictor(spec, found)
         if manifest.get("layout") == "lavin":
             from vltool.models.mma.mma_model import MMAModel
             from vltool.models.mma.qformer_frontend import QFormerFrontEnd
 
-            blip2 = load_or_explain(
-                lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32), path)
-            return MMAPredictor(spec, MMAModel(blip2.language_model, QFormerFrontEnd(blip2)),
-                                AutoTokenizer.from_pretrained(str(path)), AutoImageProcessor.from_pretrained(str(path)))
-    config = path / "config.json"
-    if not config.is_file():
-        raise UserError(f"MODEL {spec}: {path} has no config.json")
-    model_type = json.loads(config.read_text()).get("model_type")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if model_type == "blip-2":
-        from vltool.sources.hf_blip2 import ensure_image_token
-
-        model = load_or_explain(
-            lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32), path)
-        ensure_image_token(tokenizer, model)  # a BLIP-2 folder from elsewhere may lack it
-        return _blip2_predictor(spec, model, tokenizer, AutoImageProcessor.from_pretrained(str(path)))
-    from vltool.sources.hf_blip2 import load_causal_lm
-
-    return Predictor(spec, load_causal_lm(path), tokenizer)
+            opened = open_model(found, kinds=(BLIP2,))
+            return MMAPredictor(spec, MMAModel(opened.model.language_model, QFormerFrontEnd(opened.model)),
+                                opened.tokenizer, opened.processor)
+    opened = open_model(found)
+    if opened.kind == BLIP2:
+        recipe = opened.manifest.get("recipe") if found.artifact_kind == "vpg" else None
+        return _blip2_predictor(spec, opened.model, opened.tokenizer, opened.processor, recipe)
+    return Predictor(spec, opened.model.eval(), opened.tokenizer)

@@ -128,6 +128,20 @@ def frozen_dtype_name(setting: str, mixed_precision: str, sharded: bool = False)
     return {"bf16": "bf16", "fp16": "fp16", "fp8": "bf16"}.get(str(mixed_precision).lower(), "fp32")
 
 
+def frozen_load_dtype(setting: str) -> torch.dtype:
+    """The dtype to read a frozen tower from disk in: ``frozen_dtype_name`` for the run the current
+    ``Accelerator`` describes (call it after ``make_accelerator``; none yet: fp32). Loading straight
+    in it (``sources.open_model``) keeps host memory near the stored size instead of an fp32 copy
+    cast down later; ``cast_frozen_towers`` then has nothing left to do."""
+    from accelerate.state import AcceleratorState
+
+    if not AcceleratorState._shared_state:
+        return torch.float32
+    state = AcceleratorState()
+    sharded = state.distributed_type.name in ("FSDP", "DEEPSPEED")
+    return getattr(torch, FROZEN_DTYPE_NAMES[frozen_dtype_name(setting, str(state.mixed_precision), sharded)])
+
+
 def cast_frozen_towers(model: nn.Module, dtype: torch.dtype) -> int:
     """Store ``frozen_tower_parameters`` in ``dtype`` (in place); returns how many bytes that saved."""
     saved = 0

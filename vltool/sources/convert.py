@@ -26,11 +26,10 @@ import torch
 from torch import nn
 
 from vltool.errors import UserError
-from vltool.sources.hf_blip2 import assemble_blip2, ensure_image_token, save_blip2_folder
+from vltool.sources.hf_blip2 import assemble_blip2, save_blip2_folder
 from vltool.sources.lavis import check_tensors, load_pth, map_lavis, state_dict_of, vit_file_tensors
 from vltool.sources.resolve import resolve_target
 from vltool.sources.stage1 import STAGE1_ARCH, convert_stage1, is_stage1
-from vltool.sources.weight_files import load_or_explain
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
 DEFAULT_ARCH = "blip2-opt-2.7b"  # its vision/qformer sections are EVA ViT-g/14 and the BERT-base Q-Former
@@ -155,12 +154,11 @@ def convert_lavis(checkpoint: Path, llm: str | None, out: Path, *, vision_config
         keep_fp32 = name == "qformer"  # transformers keeps the Q-Former (and query tokens) in fp32
         module.load_state_dict({k[len(prefix):]: v.to(torch.float32 if keep_fp32 else dtype)
                                 for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vltool.sources.open_model import open_target
 
-    language_model = load_or_explain(
-        lambda: AutoModelForCausalLM.from_pretrained(str(target.path), dtype=dtype), target.path)
-    tokenizer = AutoTokenizer.from_pretrained(str(target.path))
-    index = ensure_image_token(tokenizer, language_model)
+    # special tokens and <image> as every folder vltool writes has them (open_model)
+    opened = open_target(llm, "--dst", dtype=dtype)
+    language_model, tokenizer, index = opened.model, opened.tokenizer, opened.image_token_index
     model = assemble_blip2(modules["vision_model"], modules["qformer"],
                            nn.Parameter(tensors["query_tokens"].float()), modules["language_projection"],
                            language_model, index)

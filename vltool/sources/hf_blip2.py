@@ -244,14 +244,14 @@ def ensure_image_token(tokenizer: Any, model: nn.Module) -> int:
         output = lm.get_output_embeddings()
         tied = output is not None and output.weight is lm.get_input_embeddings().weight
         lm.resize_token_embeddings(index + 1, mean_resizing=False)
-        with torch.no_grad():
+        with torch.no_grad():  # means taken in fp32 whatever the LM is stored in (bf16 training loads)
             grown = lm.get_input_embeddings().weight
-            grown[rows:] = grown[:rows].mean(0, keepdim=True)
+            grown[rows:] = grown[:rows].float().mean(0, keepdim=True).to(grown.dtype)
             head = lm.get_output_embeddings()
             if head is not None and not tied and head.weight is not grown:
-                head.weight[rows:] = head.weight[:rows].mean(0, keepdim=True)
+                head.weight[rows:] = head.weight[:rows].float().mean(0, keepdim=True).to(head.weight.dtype)
                 if getattr(head, "bias", None) is not None:
-                    head.bias[rows:] = head.bias[:rows].mean()
+                    head.bias[rows:] = head.bias[:rows].float().mean().to(head.bias.dtype)
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "image_token_index") and model is not lm:
         config.image_token_index = index
@@ -263,6 +263,22 @@ def check_image_token(tokenizer: Any, image_token_index: int, where: str) -> Non
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != image_token_index or IMAGE_TOKEN not in tokenizer.get_vocab():
         raise UserError(f"{where}: the tokenizer's {IMAGE_TOKEN} is not config.image_token_index {image_token_index}; "
                         f"transformers would silently ignore the image")
+
+
+def pad_left(tokenizer: Any) -> None:
+    """Save ``tokenizer`` with ``padding_side: left``: a merged folder is for generate(), and a batch of
+    prompts for a decoder-only LM must end where generation starts (right padding puts pads there)."""
+    tokenizer.padding_side = "left"
+    tokenizer.init_kwargs["padding_side"] = "left"  # what save_pretrained writes to tokenizer_config.json
+
+
+def check_pad_token(tokenizer: Any, config: Any, where: str) -> None:
+    """Refuse to save a tokenizer without a pad token, or with one the config does not name
+    (``processor(..., padding=True)`` would raise, or pad with a token the model never saw as pad)."""
+    pad = tokenizer.pad_token_id
+    if pad is None or pad != getattr(config, "pad_token_id", None):
+        raise UserError(f"{where}: the tokenizer's pad token id {pad} is not config.pad_token_id "
+                        f"{getattr(config, 'pad_token_id', None)}; batched prompts would not pad correctly")
 
 
 def assemble_blip2(vision_model: nn.Module, qformer: nn.Module, query_tokens: torch.Tensor, projector: nn.Linear,
@@ -285,6 +301,12 @@ def assemble_blip2(vision_model: nn.Module, qformer: nn.Module, query_tokens: to
     model.language_projection = projector
     model.language_model = language_model
     model.config.text_config = lm_config
+    # generate() reads the top-level generation config: the LM's settled ids (special_tokens), not
+    # whatever its config.json said (lmsys/vicuna-7b-v1.1: pad -1)
+    own = getattr(language_model, "generation_config", None)
+    if own is not None:
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(model.generation_config, name, getattr(own, name, None))
     return model
 
 
@@ -299,6 +321,8 @@ def save_blip2_folder(model: Any, tokenizer: Any, image_processor: Any, out_dir:
 
     out_dir = Path(out_dir)
     check_image_token(tokenizer, model.config.image_token_index, str(out_dir))
+    check_pad_token(tokenizer, model.config.text_config, str(out_dir))
+    pad_left(tokenizer)
     model.save_pretrained(str(out_dir))
     queries = model.config.num_query_tokens if prepend_image_tokens else None
     Blip2Processor(image_processor=image_processor, tokenizer=tokenizer,

@@ -20,8 +20,8 @@ from torch import nn
 from vltool.artifacts import read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
-from vltool.sources.hf_blip2 import load_blip2_parts, load_causal_lm, read_input_embeddings
-from vltool.sources.resolve import SourceKind, resolve_source, resolve_target
+from vltool.sources.hf_blip2 import load_blip2_parts, read_input_embeddings
+from vltool.sources.resolve import SourceKind, resolve_source
 
 
 @dataclass
@@ -117,17 +117,3 @@ def load_source(spec: str) -> VPGSource:
         raise UserError(f"--src {spec} is a BLIP-2 stage-1 Q-Former (no projector, no LLM): it is the start of the "
                         f"training-from-scratch baseline (--from-scratch --qformer {spec}), not a VPG to transfer")
     return load_blip2_folder(found.path)
-
-
-def load_target(spec: str) -> tuple[nn.Module, Any, Path]:
-    """--dst: an alias or an HF causal-LM folder with its tokenizer."""
-    from transformers import AutoTokenizer
-
-    folder = resolve_target(spec).path
-    lm = load_causal_lm(folder)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, ImportError) as err:
-        raise UserError(f"--dst {spec}: cannot load the tokenizer in {folder} ({str(err).splitlines()[0]}); a "
-                        f"tokenizer.model-only LLaMA/Vicuna needs the sentencepiece and protobuf packages") from None
-    return lm, tokenizer, folder

@@ -16,39 +16,23 @@ from vltool.stages.model_card import write_model_card
 from vltool.training.progress import NullReporter, Reporter
 
 
-def _image_token(tokenizer, lm, artifact: Path, trained: int | None) -> int:
-    """``<image>`` added to the reloaded target exactly as training added it (same id, same rows)."""
-    from vltool.errors import UserError
-    from vltool.sources.hf_blip2 import ensure_image_token
-
-    index = ensure_image_token(tokenizer, lm)
-    if trained is not None and int(trained) != index:
-        raise UserError(f"{artifact} was trained with <image> at id {trained}, but its target tokenizer now gives "
-                        f"{index}; the target LLM's tokenizer has changed")
-    return index
-
-
 def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
-    import json
-
     from vltool.artifacts.fingerprint import fingerprint_path
     from vltool.models import vlm
     from vltool.sources.hf_blip2 import save_blip2_folder
-    from vltool.sources.vpg_source import load_target, load_vpg_artifact
+    from vltool.sources.open_model import open_vpg_artifact
+    from vltool.sources.resolve import classify
 
-    source, manifest, llm_path = load_vpg_artifact(artifact)
-    lm, tokenizer, _ = load_target(str(llm_path))
-    vpg_config = Path(artifact) / "configs" / "vpg.json"
-    trained = json.loads(vpg_config.read_text()).get("image_token_index") if vpg_config.is_file() else None
-    image_token = _image_token(tokenizer, lm, Path(artifact), trained)
-    model = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm, image_token)
+    # the VPG on its target, <image> at the trained id and the special-token rules applied (open_model)
+    opened = open_vpg_artifact(classify(Path(artifact), str(artifact), "ARTIFACT"))
+    model, tokenizer, manifest = opened.model, opened.tokenizer, opened.manifest
     # plain transformers stops where vltool's own generation does: at the trained end of text too
     from vltool.data.text_batches import end_of_text_id
 
     stop = end_of_text_id(tokenizer, manifest.get("recipe", {}).get("end_of_text"))
     model.generation_config.eos_token_id = vlm.stop_ids(model, tokenizer, stop)
     with ArtifactWriter(out, "model", force=force) as writer:
-        save_blip2_folder(model, tokenizer, source.image_processor, writer.path)
+        save_blip2_folder(model, tokenizer, opened.processor, writer.path)
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="vpg")
         writer.manifest["format"] = "Blip2ForConditionalGeneration"
         writer.manifest["metrics"] = {k: v for k, v in manifest.get("metrics", {}).items() if k.startswith("final_")}
@@ -73,7 +57,7 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
     from vltool.models.mma.layout import image_prompt
     from vltool.models.mma.loading import load_adapters
     from vltool.models.mma.merge import merge_lm, require_foldable_front_end
-    from vltool.sources.hf_blip2 import save_blip2_folder
+    from vltool.sources.hf_blip2 import IMAGE_TOKEN, check_pad_token, pad_left, save_blip2_folder
 
     model, tokenizer, processor, config = load_adapters(artifact)
     if config["front_end"] == "qformer":
@@ -82,8 +66,9 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
     with ArtifactWriter(out, "model", force=force) as writer:
         if config["front_end"] == "qformer":
             fe = model.front_end
+            # the base's <image> (open_model put it there; check_image_token refuses a mismatch on save)
             blip2 = vlm.assemble(fe.vision_model, fe.qformer, fe.query_tokens, fe.projector, result.lm,
-                                 _image_token(tokenizer, result.lm, Path(artifact), None))
+                                 tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
             # LaVIN's layout puts the image tokens after "[BOS] Image:", not before BOS as the stock
             # Blip2Processor would: the processor is saved without num_query_tokens (it adds none)
             # and the prompt text carries them (layout.image_prompt; README "Loading merged models").
@@ -92,6 +77,8 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
             fmt = "Blip2ForConditionalGeneration"
         else:
             result.lm.save_pretrained(str(writer.path))
+            check_pad_token(tokenizer, result.lm.config, str(writer.path))  # settled by open_model
+            pad_left(tokenizer)  # batched prompts for generate()
             tokenizer.save_pretrained(str(writer.path))
             front = writer.path / "front_end"
             front.mkdir()

@@ -24,6 +24,7 @@ from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.errors import RunDiverged, UserError
 from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictors import GenerationSettings, MMAPredictor
+from vltool.models.memory import frozen_load_dtype
 from vltool.models.mma import loading
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import is_trainable_name, mma_loss
@@ -32,6 +33,7 @@ from vltool.training.data_loader import resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
+from vltool.training.tracking import end_tracking, tracking_for
 
 
 def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
@@ -49,7 +51,9 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     claim_run_folder(run_dir, resume, force)
     if not cfg.data.train:
         raise UserError("no training data: pass --data SPEC (e.g. --data demo:sqa --data demo:text)")
-    base = loading.load_base(cfg.model, cfg.front_end, cfg.vision)
+    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
+    # the frozen towers read straight in the dtype training stores them in (models.memory)
+    base = loading.load_base(cfg.model, cfg.front_end, cfg.vision, frozen_load_dtype(cfg.train.frozen_dtype))
     tokenizer, processor = base.tokenizer, base.processor
     torch.manual_seed(cfg.train.seed)  # the adapters' xavier init: same seed, same run (LaVIN's runs were not)
     model = loading.build(base, cfg.adapter.model_dump(), cfg.adapter.placement, cfg.adapter.vision,
@@ -61,7 +65,6 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     val = {spec: _samples(cfg, [spec], "val", cfg.data.max_val_samples)[0] for spec in cfg.data.val}
     collator = MMACollator(tokenizer, model.front_end.num_tokens, cfg.max_length)
     dataset = VLDataset(train_samples, preprocess)
-    accelerator = make_accelerator(cfg.train.precision)
     model.to(accelerator.device)
 
     # Validation images decode in DataLoader workers, as training's do (train.num_workers).
@@ -78,7 +81,7 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
                 for k, v in evaluate_dataset(predictor, spec, samples, generation, meteor=False).metrics.items()}
 
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), accelerator.autocast():  # the towers may be stored in bf16 already
         before = eval_all(model, 0) if val else {}
     settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
     result = train(model, NormalisedLoss(mma_loss, scale_of(preprocess)), dataset, settings,
@@ -120,6 +123,7 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
             if run_dir.joinpath("metrics.jsonl").is_file():
                 shutil.copy(run_dir / "metrics.jsonl", writer.path / "metrics.jsonl")
     release_run_folder(run_dir)
+    end_tracking(accelerator)
     return out
 
 

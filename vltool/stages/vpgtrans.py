@@ -44,12 +44,13 @@ from vltool.data.wds import estimate_size, first_captions, shard_paths
 from vltool.errors import RunDiverged, UserError
 from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
-from vltool.sources.vpg_source import VPGSource, load_source, load_target
+from vltool.sources.vpg_source import VPGSource, load_source
 from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint, release_run_folder
 from vltool.training.data_loader import iterate, make_loader, resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
+from vltool.training.tracking import end_tracking, tracking_for
 
 
 @dataclass
@@ -111,11 +112,13 @@ def _train_sources(cfg: VPGTransRecipe, specs: list[str] | None = None) -> tuple
     return sources, report
 
 
-def _image_token(tokenizer, lm) -> int:
-    """The target tokenizer's image placeholder, added (and the embeddings grown) if missing."""
-    from vltool.sources.hf_blip2 import ensure_image_token
+def _load_dtype(cfg: VPGTransRecipe) -> torch.dtype:
+    """The dtype the frozen target LLM is read in: the one the training loop stores it in
+    (``train.frozen_dtype`` against this run's mixed precision), so a bf16 run never holds an fp32
+    copy of a 7B LLM in host memory (``sources.open_model``)."""
+    from vltool.models.memory import frozen_load_dtype
 
-    return ensure_image_token(tokenizer, lm)
+    return frozen_load_dtype(cfg.train.frozen_dtype)
 
 
 def _fresh_parts(source: VPGSource, llm_width: int, seed: int) -> tuple[nn.Module, torch.Tensor, nn.Linear]:
@@ -188,14 +191,18 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     or "warmup" (continue from ``warm_artifact``). ``phases``: the training phases that will run;
     each reads its own data (``warmup_specs`` and ``data.train``), read once when they are the same.
     """
-    from vltool.sources.vpg_source import load_vpg_artifact
+    from vltool.sources.open_model import BLIP2, open_model, open_target
 
+    # the target with the special-token and <image> rules applied (sources.open_model); a warm-up
+    # artifact brings its own VPG and target, checked as every vpg artifact is
     if init == "warmup":
-        source, _, llm_path = load_vpg_artifact(warm_artifact)
+        opened = open_model(str(warm_artifact), "source", "--from-warmup", dtype=_load_dtype(cfg), kinds=(BLIP2,))
+        source = opened.vpg
     else:
         source = load_source(cfg.src)
-    lm, tokenizer, llm_path = load_target(cfg.dst) if init != "warmup" else load_target(str(llm_path))
-    image_token = _image_token(tokenizer, lm)
+        opened = open_target(cfg.dst, "--dst", dtype=_load_dtype(cfg))
+    lm, tokenizer, llm_path = opened.language_model, opened.tokenizer, opened.llm_path
+    image_token = opened.image_token_index
     stage_specs = cfg.data.train if "finetune" in phases else warmup_specs(cfg)
     sources, train_report = _train_sources(cfg, stage_specs)
     warm_sources = sources
@@ -465,7 +472,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     reporter = reporter or NullReporter()
     ensure_writable(out, force)
     claim_run_folder(_run_root(out), resume, force)
-    accelerator = make_accelerator(cfg.train.precision)
+    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
     setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random", phases=("warmup",))
     model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
     metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
@@ -473,6 +480,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
                "steps_total": timing["steps"], "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
     path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator, started=started)
     release_run_folder(_run_root(out))
+    end_tracking(accelerator)
     return path
 
 
@@ -486,7 +494,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
         _check_warmup_matches(cfg, Path(from_warmup))
         cfg = with_warmup_data(cfg, Path(from_warmup))
     claim_run_folder(_run_root(out), resume, force)
-    accelerator = make_accelerator(cfg.train.precision)
+    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
     rows: list[dict] = []
     metrics: dict[str, Any] = {}
     offset = 0
@@ -514,6 +522,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
                     "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)})
     path = _save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
     release_run_folder(_run_root(out))
+    end_tracking(accelerator)
     return path
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vltool.artifacts import is_artifact, read_artifact
+from vltool.artifacts import read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
 from vltool.models.mma.build import build_clip_mma, build_qformer_mma, settings_from
@@ -46,33 +46,22 @@ def _ref(path: Path) -> dict[str, str]:
     return {"source": str(Path(path).resolve()), "fingerprint": fingerprint_path(Path(path))}
 
 
-def _qformer_base(spec: str) -> Base:
-    from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
+def _qformer_base(spec: str, dtype: torch.dtype = torch.float32) -> Base:
+    """A vpg artifact (assembled on its target) or an HF BLIP-2 folder, opened by ``open_model``:
+    ``<image>`` and the special-token rules are those every merged folder will have."""
+    from vltool.sources.open_model import BLIP2, resolve_model
+    from vltool.sources.open_model import open_model as open_any
 
-    from vltool.models import vlm
-    from vltool.sources.hf_blip2 import ensure_image_token
-    from vltool.sources.vpg_source import _folder, load_target, load_vpg_artifact
-
-    path = _folder(spec, "source", "--model")
-    if is_artifact(path):
-        if read_artifact(path, verify=False).kind != "vpg":
-            raise UserError(f"--model {spec} must be a vpg artifact or an HF BLIP-2 folder for the qformer front end")
-        source, _, llm_path = load_vpg_artifact(path)
-        lm, tokenizer, _ = load_target(str(llm_path))
-        blip2 = vlm.assemble(source.vision_model, source.qformer, source.query_tokens, source.projector, lm,
-                             ensure_image_token(tokenizer, lm))
-        processor = source.image_processor
-    elif (path / "config.json").is_file() and '"blip-2"' in (path / "config.json").read_text():
-        blip2 = load_or_explain(lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=torch.float32),
-                                path)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        processor = AutoImageProcessor.from_pretrained(str(path))
-        ensure_image_token(tokenizer, blip2)
-    else:
-        raise UserError(f"--model {spec}: expected a vpg artifact or an HF BLIP-2 folder for the qformer front end "
-                        f"(for a plain LLM use --front-end clip with --vision)")
-    blip2.eval()
-    return Base("qformer", blip2.language_model, tokenizer, processor, _ref(path), blip2=blip2)
+    found = resolve_model(spec, "source", "--model")
+    try:
+        opened = open_any(found, "source", "--model", dtype=dtype, kinds=(BLIP2,))
+    except UserError:
+        if found.artifact_kind in (None, "vpg", "model"):
+            raise UserError(f"--model {spec}: expected a vpg artifact or an HF BLIP-2 folder for the qformer front "
+                            f"end (for a plain LLM use --front-end clip with --vision)") from None
+        raise
+    blip2 = opened.model.eval()
+    return Base("qformer", blip2.language_model, opened.tokenizer, opened.processor, _ref(found.path), blip2=blip2)
 
 
 def _vision_folder(vision: str | None) -> Path:
@@ -105,28 +94,32 @@ def lavin_image_processor(size: int = 224):
                do_normalize=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, do_convert_rgb=True)
 
 
-def _clip_base(spec: str, vision: str | None) -> Base:
+def _clip_base(spec: str, vision: str | None, dtype: torch.dtype = torch.float32) -> Base:
     from transformers import CLIPVisionModel
 
-    from vltool.sources.vpg_source import load_target
+    from vltool.sources.open_model import keep_small_tensors_fp32, open_target
+    from vltool.sources.resolve import read_config
 
     folder = _vision_folder(vision)
-    config = folder / "config.json"
-    if not config.is_file() or '"clip' not in config.read_text():
+    if (read_config(folder) or {}).get("model_type") not in ("clip", "clip_vision_model"):
         raise UserError(f"--vision {vision}: {folder} is not a transformers CLIP folder (config.json with "
                         f"model_type clip or clip_vision_model)")
-    tower = load_or_explain(lambda: CLIPVisionModel.from_pretrained(str(folder), dtype=torch.float32).eval(), folder)
+    tower = load_or_explain(lambda: CLIPVisionModel.from_pretrained(str(folder), dtype=dtype).eval(), folder)
+    if dtype != torch.float32:
+        keep_small_tensors_fp32(tower)
     processor = lavin_image_processor(tower.config.image_size)
-    lm, tokenizer, llm_path = load_target(spec)
-    return Base("clip", lm, tokenizer, processor, _ref(llm_path), vision=tower, vision_ref=_ref(folder))
+    target = open_target(spec, "--model", dtype=dtype, image_token=False)  # LaVIN's layout has no <image>
+    return Base("clip", target.model, target.tokenizer, processor, _ref(target.path), vision=tower,
+                vision_ref=_ref(folder))
 
 
-def load_base(spec: str, front_end: str, vision: str | None = None) -> Base:
-    """The frozen base of ``--front-end``: qformer (vpg artifact / BLIP-2 folder) or clip (LLM + CLIP)."""
+def load_base(spec: str, front_end: str, vision: str | None = None, dtype: torch.dtype = torch.float32) -> Base:
+    """The frozen base of ``--front-end``: qformer (vpg artifact / BLIP-2 folder) or clip (LLM + CLIP),
+    its frozen towers read in ``dtype`` (the one training stores them in; 1-D tensors stay fp32)."""
     if front_end == "qformer":
-        return _qformer_base(spec)
+        return _qformer_base(spec, dtype)
     if front_end == "clip":
-        return _clip_base(spec, vision)
+        return _clip_base(spec, vision, dtype)
     raise UserError(f"--front-end {front_end!r}: expected qformer or clip")
 
 
