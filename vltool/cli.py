@@ -18,8 +18,10 @@ from rich.console import Console
 from vltool import __version__
 from vltool.errors import Interrupted, UserError, VltoolError
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a printed line is never broken at COLUMNS (into a pipe or a log file Rich would wrap
+# at 80); tables into a pipe are plain tab-separated lines (vltool.ui.tables).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 STATE: dict[str, Any] = {"debug": False}
 
 app = typer.Typer(
@@ -47,6 +49,12 @@ FeatureCacheOpt = typer.Option(None, "--feature-cache/--no-feature-cache",
 SkipBadOpt = typer.Option(None, "--skip-bad-images/--no-skip-bad-images",
                           help="drop missing/corrupt images (counted in the manifest), or fail; default: recipe")
 ResumeOpt = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint (beside --out)")
+JsonOpt = typer.Option(False, "--json", help="print the result as JSON on stdout (progress stays on stderr)")
+ReportToOpt = typer.Option(None, "--report-to", help="experiment trackers (train.report_to): tensorboard, wandb, mlflow, "
+                           "aim, comet_ml, clearml or none; comma-separated for several")
+RunNameOpt = typer.Option(None, "--run-name", help="the tracker's run name (train.run_name; default: the --out folder's name)")
+TrackingDirOpt = typer.Option(None, "--tracking-dir", help="folder of local tracker logs (train.tracking_dir; default: "
+                              "'tracking' beside --out), e.g. tensorboard --logdir DIR")
 OverridesArg = typer.Argument(None, help="dotted key=value overrides, e.g. train.lr=3e-4", show_default=False)
 
 
@@ -77,9 +85,18 @@ def _recipe(recipe: str | None, stage: str, overrides: list[str] | None, flags: 
     return load_named_recipe(recipe, stage, overrides, flags)
 
 
+def _tracking_flags(report_to: str | None, run_name: str | None, tracking_dir: Path | None) -> dict[str, Any]:
+    return {"train.report_to": report_to, "train.run_name": run_name,
+            "train.tracking_dir": str(tracking_dir) if tracking_dir is not None else None}
+
+
 def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
     """Call a stage with a Rich reporter that is closed whatever happens."""
     import torch
+
+    from vltool.ui.quiet import quiet_third_party
+
+    quiet_third_party(debug=STATE["debug"])
 
     torch.set_flush_denormal(True)  # denormal floats slow CPUs 5-10x; see training.loop.make_accelerator
     reporter = _reporter()
@@ -92,17 +109,24 @@ def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
         reporter.close()
 
 
-def _show_artifact(path: Path) -> None:
+def _show_artifact(path: Path, as_json: bool = False) -> None:
+    """The end-of-run table, grouped (result, metrics, data, converter, timing, other), or its JSON."""
     from vltool.artifacts import read_artifact
     from vltool.training.processes import is_main_process
-    from vltool.ui.tables import rows_table
+    from vltool.ui.result import as_json as result_json
+    from vltool.ui.result import group_manifest
 
     if not is_main_process():  # under `accelerate launch`, one table, not one per process
         return
-    art = read_artifact(path, verify=False)
-    rows = [["artifact", str(path)], ["kind", art.kind]]
-    rows += [[k, v] for k, v in sorted(art.manifest.get("metrics", {}).items()) if not isinstance(v, dict)]
-    console.print(rows_table("result", ["", "value"], rows))
+    groups = group_manifest(str(path), read_artifact(path, verify=False).manifest)
+    if as_json:
+        from vltool.ui.json_output import print_json
+
+        print_json(result_json(groups))
+        return
+    from vltool.ui.tables import show_groups
+
+    show_groups(console, "result", groups)
 
 
 def _data_flags(data: list[str] | None, val: list[str] | None, images: str | None, skip: bool | None) -> dict:
@@ -114,14 +138,21 @@ def _data_flags(data: list[str] | None, val: list[str] | None, images: str | Non
     }
 
 
-def _print_dry_run(report: dict) -> None:
-    from vltool.ui.tables import rows_table
+def _print_dry_run(report: dict, as_json: bool = False) -> None:
+    from vltool.ui.tables import show_rows
 
-    console.print(rows_table(report["title"], report["columns"], report["rows"]))
+    if as_json:  # each table as a list of {column: value} rows, with its notes
+        from vltool.ui.json_output import print_json
+
+        tables = [report, *report.get("tables", [])]
+        print_json([{"title": t["title"], "rows": [dict(zip(t["columns"], r)) for r in t["rows"]],
+                     "notes": t.get("notes", [])} for t in tables])
+        return
+    show_rows(console, report["title"], report["columns"], report["rows"])
     for note in report.get("notes", []):
         console.print(f"[dim]{note}[/dim]")
     for table in report.get("tables", []):  # further tables of the report (VPGTrans: the run's cost)
-        console.print(rows_table(table["title"], table["columns"], table["rows"]))
+        show_rows(console, table["title"], table["columns"], table["rows"])
         for note in table.get("notes", []):
             console.print(f"[dim]{note}[/dim]")
 
@@ -169,6 +200,10 @@ def warmup(
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
     revision: str | None = RevisionOpt,
+    report_to: str | None = ReportToOpt,
+    run_name: str | None = RunNameOpt,
+    tracking_dir: Path | None = TrackingDirOpt,
+    json_out: bool = JsonOpt,
     overrides: list[str] | None = OverridesArg,
 ) -> None:
     """Stage 1 of VPGTrans: inherit the source VPG, init the projector with the word converter, train the projector only."""
@@ -178,14 +213,15 @@ def warmup(
         "warmup.feature_cache": feature_cache,
         **_data_flags(None, val_data, images, skip_bad_images),
         "warmup.data": data or None,  # the warm-up's data; the recipe's stage-2 data.train stay for --from-warmup
+        **_tracking_flags(report_to, run_name, tracking_dir),
     }
     cfg = _pin_revision(_recipe(recipe, "warmup", overrides, flags), "dst", revision)
     from vltool.stages import vpgtrans
 
     if dry_run:
-        _print_dry_run(vpgtrans.dry_run(cfg))
+        _print_dry_run(vpgtrans.dry_run(cfg), json_out)
         return
-    _show_artifact(_run_stage(vpgtrans.run_warmup, cfg, _need_out(out), force=force, resume=resume))
+    _show_artifact(_run_stage(vpgtrans.run_warmup, cfg, _need_out(out), force=force, resume=resume), json_out)
 
 
 TRANSFER_EPILOG = """[bold]Examples[/bold]
@@ -237,6 +273,10 @@ def transfer(
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
     revision: str | None = RevisionOpt,
+    report_to: str | None = ReportToOpt,
+    run_name: str | None = RunNameOpt,
+    tracking_dir: Path | None = TrackingDirOpt,
+    json_out: bool = JsonOpt,
     overrides: list[str] | None = OverridesArg,
 ) -> None:
     """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
@@ -246,6 +286,7 @@ def transfer(
         "converter.enabled": converter,
         "warmup.feature_cache": feature_cache,
         **_data_flags(data, val_data, images, skip_bad_images),
+        **_tracking_flags(report_to, run_name, tracking_dir),
     }
     if from_warmup is not None:
         from vltool.stages import vpgtrans
@@ -257,12 +298,12 @@ def transfer(
     from vltool.stages import vpgtrans
 
     if dry_run:
-        _print_dry_run(vpgtrans.dry_run(cfg))
+        _print_dry_run(vpgtrans.dry_run(cfg), json_out)
         return
     result = _run_stage(
         vpgtrans.run_transfer, cfg, _need_out(out), from_warmup=from_warmup, force=force, resume=resume
     )
-    _show_artifact(result)
+    _show_artifact(result, json_out)
 
 
 TUNE_EPILOG = """[bold]Examples[/bold]
@@ -292,6 +333,10 @@ def tune_mma(
     dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
     force: bool = ForceOpt,
     revision: str | None = RevisionOpt,
+    report_to: str | None = ReportToOpt,
+    run_name: str | None = RunNameOpt,
+    tracking_dir: Path | None = TrackingDirOpt,
+    json_out: bool = JsonOpt,
     overrides: list[str] | None = OverridesArg,
 ) -> None:
     """LaVIN Mixture-of-Modality Adaptation: routed MM-Adapters on a frozen LLM and vision encoder."""
@@ -299,14 +344,15 @@ def tune_mma(
         "model": model, "front_end": front_end, "vision": vision,
         "adapter.router": router,
         **_data_flags(data, val_data, images, skip_bad_images),
+        **_tracking_flags(report_to, run_name, tracking_dir),
     }
     cfg = _pin_revision(_recipe(recipe, "tune-mma", overrides, flags), "model", revision)
     from vltool.stages import tune_mma as stage
 
     if dry_run:
-        _print_dry_run(stage.dry_run(cfg))
+        _print_dry_run(stage.dry_run(cfg), json_out)
         return
-    _show_artifact(_run_stage(stage.run, cfg, _need_out(out), force=force, resume=resume))
+    _show_artifact(_run_stage(stage.run, cfg, _need_out(out), force=force, resume=resume), json_out)
 
 
 MERGE_EPILOG = """[bold]Examples[/bold]
@@ -325,13 +371,14 @@ def merge(
     out: Path = OutOpt,
     modality: str = typer.Option("image", help="image | text: whose routing weights to fold in"),
     force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Fold the adapters into the base weights and write one standalone HF model folder."""
     if modality not in ("image", "text"):
         raise UserError(f"--modality must be image or text, got {modality!r}")
     from vltool.stages import merge as stage
 
-    _show_artifact(_run_stage(stage.run, artifact, out, modality=modality, force=force))
+    _show_artifact(_run_stage(stage.run, artifact, out, modality=modality, force=force), json_out)
 
 
 EVAL_EPILOG = """[bold]Examples[/bold]
@@ -360,6 +407,8 @@ def eval_(
     skip_bad_images: bool | None = SkipBadOpt,
     recipe: str | None = RecipeOpt,
     force: bool = ForceOpt,
+    json_out: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout: "
+                                  "{dataset: {model: {metric: value}}}"),
 ) -> None:
     """Generate with each model and score every dataset with its own metric; or score saved predictions."""
     models, overrides = _split_overrides(models or [])
@@ -370,7 +419,7 @@ def eval_(
              "eval.num_beams": num_beams, "eval.max_new_tokens": max_new_tokens, "eval.batch_size": batch_size}
     cfg = _recipe(recipe, "eval", overrides, flags)
     from vltool.stages import evaluate as stage
-    from vltool.ui.tables import metrics_table
+    from vltool.ui.tables import show_metrics
 
     if predictions is not None:
         results = stage.score_predictions_file(cfg, predictions, out=out, force=force)
@@ -380,8 +429,13 @@ def eval_(
 
     if not is_main_process():  # under `accelerate launch`, one table, not one per process
         return
+    if json_out:
+        from vltool.ui.json_output import print_json
+
+        print_json(results)
+        return
     for dataset, by_model in results.items():
-        console.print(metrics_table(dataset, by_model))
+        show_metrics(console, dataset, by_model)
 
 
 PREDICT_EPILOG = """[bold]Examples[/bold]
@@ -453,6 +507,7 @@ def convert(
     llm: str | None = typer.Option(None, "--llm", hidden=True, help="old spelling of --dst"),
     vit: Path | None = typer.Option(None, "--vit", hidden=True, help="old spelling of --vision"),
     force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Turn a LAVIS BLIP-2 checkpoint + its LLM into an HF Blip2ForConditionalGeneration folder
     (a stage-1 blip2_pretrained.pth, with no LLM: a Blip2ForImageTextRetrieval folder)."""
@@ -467,18 +522,25 @@ def convert(
         vision = vision or vit
     _show_artifact(
         _run_stage(stage.run, checkpoint, dst, out, vision_config=vision_config,
-                   qformer_config=qformer_config, vit=vision, force=force)
+                   qformer_config=qformer_config, vit=vision, force=force), json_out
     )
 
 
 @zoo_app.command("list", epilog="[bold]Example[/bold]\n\n  vltool zoo list")
-def zoo_list() -> None:
+def zoo_list(json_out: bool = typer.Option(False, "--json", help="print a JSON list of {alias, role, resolves_to, "
+                                                                 "local_path, present}")) -> None:
     """Every model alias, what it resolves to, and whether it is present locally."""
     from vltool.stages import zoo
-    from vltool.ui.tables import rows_table
+    from vltool.ui.tables import show_rows
 
     rows = zoo.list_rows()
-    console.print(rows_table("model aliases", ["alias", "role", "resolves to", "local path", "present"], rows))
+    if json_out:
+        from vltool.ui.json_output import print_json
+
+        keys = ["alias", "role", "resolves_to", "local_path", "present"]
+        print_json([dict(zip(keys, [*row[:3], None if row[3] == "-" else row[3], row[4]])) for row in rows])
+        return
+    show_rows(console, "model aliases", ["alias", "role", "resolves to", "local path", "present"], rows)
 
 
 @zoo_app.command("build", epilog="[bold]Example[/bold]\n\n  VLTOOL_HOME=~/vl vltool zoo build")
@@ -491,22 +553,27 @@ def zoo_build(
 ) -> None:
     """Build (or verify) the demo world: images, tokenizers, tiny LMs and the source BLIP-2 model."""
     from vltool.demo.build import build_summary
-    from vltool.ui.tables import rows_table
+    from vltool.ui.tables import show_rows
 
     models = [m.strip() for m in only.split(",") if m.strip()] if only else None
     info = _run_stage(build_summary, seed=seed, force=force, quick=quick, only=models)
-    console.print(rows_table("demo world", ["item", "value"], info["rows"]))
+    show_rows(console, "demo world", ["item", "value"], info["rows"])
 
 
 @recipes_app.command("list", epilog="[bold]Example[/bold]\n\n  vltool recipes list")
-def recipes_list() -> None:
+def recipes_list(json_out: bool = typer.Option(False, "--json", help="print a JSON list of {name, stage, file}")) -> None:
     """The shipped recipes with their stage."""
     from vltool.config.loader import read_yaml
     from vltool.config.shipped import list_recipes
-    from vltool.ui.tables import rows_table
+    from vltool.ui.tables import show_rows
 
     rows = [[name, read_yaml(path).get("stage", "?"), str(path)] for name, path in list_recipes()]
-    console.print(rows_table("recipes", ["name", "stage", "file"], rows))
+    if json_out:
+        from vltool.ui.json_output import print_json
+
+        print_json([dict(zip(["name", "stage", "file"], row)) for row in rows])
+        return
+    show_rows(console, "recipes", ["name", "stage", "file"], rows)
 
 
 @recipes_app.command("show", epilog="[bold]Example[/bold]\n\n  vltool recipes show vpgtrans/opt6.7b-to-vicuna7b")
@@ -514,19 +581,31 @@ def recipes_show(
     name: str = typer.Argument(..., help="shipped recipe name or path"),
     resolved: bool = typer.Option(False, "--resolved", help="print every key with defaults filled in"),
 ) -> None:
-    """Print a recipe (as written, or fully resolved with defaults)."""
+    """Print a recipe: the file byte for byte (so `recipes show X > my.yaml` starts your own), or
+    with --resolved, valid YAML of every key with defaults filled in."""
     from vltool.config.shipped import find_recipe
 
     path = find_recipe(name)
     if not resolved:
-        console.print(path.read_text(), markup=False, highlight=False)
+        _write_stdout(path.read_bytes())
         return
     import yaml
 
     from vltool.config.loader import read_yaml, validate_recipe
 
     cfg = validate_recipe(read_yaml(path), str(path))
-    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), markup=False)
+    _write_stdout(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, width=float("inf")).encode())
+
+
+def _write_stdout(data: bytes) -> None:
+    """Bytes to stdout as they are: no Rich wrapping, markup or colour."""
+    out = sys.stdout
+    if hasattr(out, "buffer"):
+        out.flush()
+        out.buffer.write(data)
+        out.buffer.flush()
+    else:  # a text-only stream (a test harness)
+        out.write(data.decode())
 
 
 @recipes_app.command("copy", epilog="[bold]Example[/bold]\n\n  vltool recipes copy demo/transfer my-transfer.yaml")
@@ -580,11 +659,11 @@ def demo(
     import json
 
     from vltool.demo import pipeline
-    from vltool.ui.tables import demo_summary_table
+    from vltool.ui.tables import show_demo_summary
 
     report = _run_stage(pipeline.run, out, quick=quick, force=force,
                         announce=lambda text: console.rule(f"[bold]{text}[/bold]"))
-    console.print(demo_summary_table(json.loads((report.parent / "report.json").read_text())))
+    show_demo_summary(console, json.loads((report.parent / "report.json").read_text()))
     console.print(f"report: {report}  (plots in {report.parent / 'plots'})")
 
 

@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from vltool.errors import Interrupted, UserError
+from vltool.eval.metric_fields import is_metric
 from vltool.training.checkpoint import (
     checkpoint_dir,
     keep_trainable_hook,
@@ -62,6 +63,7 @@ from vltool.training.processes import is_sharded
 from vltool.training.progress import NullReporter, Reporter
 from vltool.training.sampler import StepBatchSampler
 from vltool.training.settings import TrainSettings
+from vltool.training.tracking import Tracking, accelerator_kwargs, begin_phase, log_row, restart_curve, start_tracking
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[nn.Module, int], dict[str, float]]
@@ -94,13 +96,14 @@ def resolve_precision(recipe: str, bf16_device: bool, launched: str | None) -> s
     return "bf16" if bf16_device else "no"
 
 
-def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accelerator:
+def make_accelerator(precision: str = "auto", cpu: bool | None = None, tracking: Tracking | None = None) -> Accelerator:
     """An Accelerator whose mixed precision matches what the device can do.
 
     ``auto`` means: the mixed precision of ``accelerate launch``'s config when it asks for one
     (``ACCELERATE_MIXED_PRECISION`` bf16/fp16/fp8), else bf16 on a CUDA device that supports it,
     else fp32. An explicit recipe value wins over the accelerate config. fp16 without CUDA is a
-    user error (CPU autocast has no fp16 path worth using).
+    user error (CPU autocast has no fp16 path worth using). ``tracking`` (``tracking.tracking_for``):
+    the experiment trackers every ``train()`` on this Accelerator logs to, started here.
     """
     has_cuda = torch.cuda.is_available() and not cpu
     if not has_cuda:
@@ -125,7 +128,9 @@ def make_accelerator(precision: str = "auto", cpu: bool | None = None) -> Accele
             # sharding must hear it.
             raise UserError(f"the accelerate config asks for {name}, but Accelerate runs {name} only on GPUs "
                             f"(on CPU it would silently run plain DDP); launch CPU runs with --multi_gpu, or run on GPUs")
-    return Accelerator(**kwargs)
+    accelerator = Accelerator(**kwargs, **accelerator_kwargs(tracking))
+    start_tracking(accelerator, tracking)
+    return accelerator
 
 
 def plan_steps(settings: TrainSettings, dataset_size: int, world: int) -> tuple[int, int, int]:
@@ -177,10 +182,13 @@ def configure_deepspeed(accelerator: Accelerator, micro: int, accum: int, max_gr
 
 
 class _MetricsLog:
-    """Append-only ``metrics.jsonl`` written by the main process; rewritten on resume."""
+    """Append-only ``metrics.jsonl`` written by the main process; rewritten on resume. Each new
+    row also goes to ``on_row`` (the experiment trackers)."""
 
-    def __init__(self, path: Path | None, history: Sequence[dict], enabled: bool) -> None:
+    def __init__(self, path: Path | None, history: Sequence[dict], enabled: bool,
+                 on_row: Callable[[dict], None] | None = None) -> None:
         self.path = path if enabled else None
+        self.on_row = on_row
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("".join(json.dumps(row) + "\n" for row in history))
@@ -189,6 +197,8 @@ class _MetricsLog:
         if self.path is not None:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
+        if self.on_row is not None:
+            self.on_row(row)
 
 
 def train(
@@ -289,6 +299,7 @@ class _Run:
         accelerator, settings, run_dir, reporter = self.accelerator, self.settings, self.run_dir, self.reporter
         set_seed(settings.seed)
         total, micro, accum = plan_steps(settings, len(self.train_data), accelerator.num_processes)
+        tracker_offset = begin_phase(accelerator, total)  # trackers count steps across a stage's phases
         scheduler = build_scheduler(optimizer, total, settings)
         accelerator.gradient_accumulation_steps = accum
         accelerator.step = 0  # accumulate()'s micro-batch counter (the Accelerator may be shared by phases)
@@ -317,7 +328,8 @@ class _Run:
         # the same running mean as an uninterrupted one.
         pending: list[float] = state["pending"]
 
-        log = _MetricsLog(run_dir / "metrics.jsonl" if run_dir else None, history, self.main)
+        log = _MetricsLog(run_dir / "metrics.jsonl" if run_dir else None, history, self.main,
+                          on_row=partial(log_row, accelerator, offset=tracker_offset))
         result = TrainResult(steps=start_step, history=history, skipped_nonfinite=skipped)
         evals = [row["eval"] for row in history if "eval" in row]
         result.final_metrics = evals[-1] if evals else {}
@@ -326,6 +338,8 @@ class _Run:
             result.wall_time_s = time.perf_counter() - started
             result.model = accelerator.unwrap_model(model)
             return result
+        # A resumed (or --force restarted) run's rows replace what a stopped run logged from here on.
+        restart_curve(accelerator, tracker_offset + start_step + 1)
 
         # A dataset may bring its own deterministic batch order (a ratio mixture of sources);
         # the sample order never depends on the worker count.
@@ -375,7 +389,8 @@ class _Run:
                 history.append(row)
                 log.write(row)
                 result.final_metrics = metrics
-                reporter.log(f"{self.task} step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                reporter.log(f"{self.task} step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                                      if is_metric(k)))
             accelerator.wait_for_everyone()
 
         def checkpoint(step: int, completed: bool) -> None:

@@ -58,6 +58,23 @@ class TrainSettings(BaseModel):
         None, ge=0, description="DataLoader processes decoding images; unset: min(4, CPUs - 1) for image data, "
         "0 for text; 0 decodes in the training process"
     )
+    report_to: list[str] = Field(
+        default_factory=lambda: ["none"], description="experiment trackers, through Accelerate: tensorboard, wandb, "
+        "mlflow, aim, comet_ml, clearml or none (a list, or comma-separated); each gets the resolved recipe as its "
+        "config and every metrics.jsonl row (vltool.training.tracking)"
+    )
+    run_name: str | None = Field(None, description="the trackers' run name; unset: the --out folder's name")
+    tracking_dir: str | None = Field(
+        None, description="folder of local tracker logs (tensorboard --logdir it); unset: 'tracking' beside --out"
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: object) -> list[str]:
+        """``tensorboard``, ``tensorboard,wandb`` or a list; YAML's bare ``none``/``no`` read as null/False."""
+        from vltool.training.tracking import parse_report_to
+
+        return parse_report_to(value)
 
     @field_validator("precision", mode="before")
     @classmethod
