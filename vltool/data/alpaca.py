@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
 from vltool.data.sample import Sample
+from vltool.data.sample_table import SampleTable, SampleTableBuilder
 
 
 def instruction_prompt(instruction: str, history: Sequence[tuple[str, str]] = ()) -> str:
@@ -22,10 +23,10 @@ def instruction_prompt(instruction: str, history: Sequence[tuple[str, str]] = ()
     return "\n".join(turns).replace("  ", " ").strip()
 
 
-def read_alpaca(path: str | Path) -> list[Sample]:
+def read_alpaca(path: str | Path) -> SampleTable:
     path = data_path(str(path), "alpaca")
     rows = expect_list(read_json(path, "Alpaca"), path, "Alpaca instruction")
-    samples = []
+    samples = SampleTableBuilder()
     for index, row in enumerate(rows):
         where = f"{path} item {index}"
         expect_keys(row, ("instruction", "output"), where, "Alpaca instruction")
@@ -33,4 +34,4 @@ def read_alpaca(path: str | Path) -> list[Sample]:
         extra = expect_str(row, "input", where) if row.get("input") is not None else ""
         text = f"{instruction} {extra}".strip() if extra.strip() else instruction
         samples.append(Sample(str(index), None, instruction_prompt(text), output, [output]))
-    return samples
+    return samples.finish()

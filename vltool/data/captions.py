@@ -14,15 +14,16 @@ from pathlib import Path
 from vltool.data.images import resolve_image_path
 from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
 from vltool.data.sample import Sample
+from vltool.data.sample_table import SampleTable, SampleTableBuilder
 from vltool.errors import UserError
 
 
-def read_caption_list(path: str | Path, images: str | Path | None, kind: str) -> list[Sample]:
+def read_caption_list(path: str | Path, images: str | Path | None, kind: str) -> SampleTable:
     path = data_path(str(path), kind)
     rows = expect_list(read_json(path, f"{kind} caption"), path, f"LAVIS {kind} caption")
     if rows and isinstance(rows[0], dict) and "regions" in rows[0]:
         return _vg_regions(rows, path, images)
-    samples = []
+    samples = SampleTableBuilder()
     for index, row in enumerate(rows):
         where = f"{path} item {index}"
         expect_keys(row, ("image", "caption"), where, f"{kind} caption")
@@ -34,11 +35,11 @@ def read_caption_list(path: str | Path, images: str | Path | None, kind: str) ->
         sample_id = str(row.get("image_id", Path(image).stem))
         samples.append(Sample(sample_id, resolve_image_path(image, images, path.parent), "", caption.strip(),
                               [caption.strip()], {"image_file": image}))
-    return samples
+    return samples.finish()
 
 
-def _vg_regions(rows: list, path: Path, images: str | Path | None) -> list[Sample]:
-    samples = []
+def _vg_regions(rows: list, path: Path, images: str | Path | None) -> SampleTable:
+    samples = SampleTableBuilder()
     for index, row in enumerate(rows):
         where = f"{path} item {index}"
         expect_keys(row, ("regions",), where, "Visual Genome region description")
@@ -50,4 +51,4 @@ def _vg_regions(rows: list, path: Path, images: str | Path | None) -> list[Sampl
             image = f"{image_id}.jpg"
             samples.append(Sample(str(image_id), resolve_image_path(image, images, path.parent), "", phrase,
                                   [phrase], {"image_file": image}))
-    return samples
+    return samples.finish()

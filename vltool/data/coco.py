@@ -20,6 +20,7 @@ from pathlib import Path
 from vltool.data.images import resolve_image_path
 from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
 from vltool.data.sample import Sample
+from vltool.data.sample_table import SampleTable, SampleTableBuilder
 from vltool.errors import UserError
 
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
@@ -35,12 +36,12 @@ def coco_image_id(image: str, row: dict) -> str:
     return Path(image).stem
 
 
-def read_coco(path: str | Path, images: str | Path | None = None) -> list[Sample]:
+def read_coco(path: str | Path, images: str | Path | None = None) -> SampleTable:
     """Samples of a Karpathy caption file; relative image paths are under ``images`` (the COCO
     root holding ``train2014/`` and ``val2014/``), else beside the JSON file."""
     path = data_path(str(path), "coco")
     rows = expect_list(read_json(path, "COCO caption"), path, "LAVIS Karpathy caption")
-    samples = []
+    samples = SampleTableBuilder()
     for index, row in enumerate(rows):
         where = f"{path} item {index}"
         expect_keys(row, ("image", "caption"), where, "Karpathy caption")
@@ -55,4 +56,4 @@ def read_coco(path: str | Path, images: str | Path | None = None) -> list[Sample
                             f"(val/test file), found {caption!r:.60}")
         samples.append(Sample(coco_image_id(image, row), resolve_image_path(image, images, path.parent), "",
                               refs[0], refs, {"image_file": image}))
-    return samples
+    return samples.finish()

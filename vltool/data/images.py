@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vltool.data.sample import Sample
+from vltool.data.sample_table import SampleTable
 from vltool.data.workers import cpu_count
 from vltool.errors import UserError
 
@@ -112,38 +115,74 @@ def _problems(paths: list[str], thorough: bool) -> list[str | None]:
     keep a run from starting for an hour: the check is I/O and header parsing, and scales with cores)."""
     if len(paths) < PARALLEL_FROM:
         return [image_problem(p, thorough) for p in paths]
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
-    with ProcessPoolExecutor(max_workers=max(1, cpu_count())) as pool:
+    # spawned, not forked: a forked checker would start as a copy of this process, models loaded
+    # (its page tables copied, and its pages counted again by every per-process memory figure)
+    with ProcessPoolExecutor(max_workers=max(1, cpu_count()), mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(partial(image_problem, thorough=thorough), paths, chunksize=256))
 
 
-def check_images(samples: Sequence[Sample], thorough: bool = False) -> ImageReport:
-    """Open every distinct image of ``samples`` once (in parallel when many); text-only samples are skipped."""
+def _images_of(samples: Sequence[Sample]) -> tuple[list[str], list[int] | np.ndarray]:
+    """(distinct image paths, per-sample index into them or -1); a ``SampleTable`` answers from its
+    columns without building its samples (#23: a million captions, no million objects)."""
+    if isinstance(samples, SampleTable):
+        images, per_sample = samples.image_paths()
+        return [str(p) for p in images], per_sample
+    codes: dict[str, int] = {}
+    per = [-1 if s.image is None or not isinstance(s.image, (str, Path)) else codes.setdefault(str(s.image), len(codes))
+           for s in samples]
+    return list(codes), per
+
+
+def check_images(samples: Sequence[Sample], thorough: bool = False,
+                 more: Sequence[Sequence[Sample]] = ()) -> ImageReport:
+    """Open every distinct image of ``samples`` (and of each of ``more``) once, in parallel when many;
+    text-only samples are skipped."""
     report = ImageReport()
-    with_images = [str(s.image) for s in samples if s.image is not None and isinstance(s.image, (str, Path))]
-    distinct = list(dict.fromkeys(with_images))
-    seen = dict(zip(distinct, _problems(distinct, thorough)))
+    distinct: dict[str, None] = {}
+    parts = [_images_of(part) for part in (samples, *more)]
+    for paths, _ in parts:
+        distinct.update(dict.fromkeys(paths))
+    seen = dict(zip(distinct, _problems(list(distinct), thorough)))
     for key, problem in seen.items():
         if problem == "missing":
             report.missing.append(key)
         elif problem:
             report.corrupt[key] = problem
-    report.samples_with_images = len(with_images)
-    report.affected_samples = sum(seen[k] is not None for k in with_images)
+    for paths, per_sample in parts:
+        bad = np.array([seen[p] is not None for p in paths] + [False], dtype=bool)
+        codes = np.asarray(per_sample, dtype=np.int64)
+        report.samples_with_images += int((codes >= 0).sum())
+        report.affected_samples += int(bad[codes].sum())  # -1 picks the trailing False
     report.checked = len(seen)
     return report
 
 
-def drop_bad_images(samples: Sequence[Sample], report: ImageReport) -> list[Sample]:
-    """The samples whose image is readable (or that have none)."""
+def drop_bad_images(samples: Sequence[Sample], report: ImageReport) -> Sequence[Sample]:
+    """The samples whose image is readable (or that have none); a ``SampleTable`` stays one."""
     bad = report.bad
+    if isinstance(samples, SampleTable):
+        if not bad:
+            return samples
+        images, per_sample = samples.image_paths()
+        drop = np.array([str(p) in bad for p in images] + [False], dtype=bool)[per_sample]
+        return samples.take(np.flatnonzero(~drop))
     return [s for s in samples if s.image is None or str(s.image) not in bad]
 
 
+def refuse_bad_images(parts: Sequence[Sequence[Sample]], what: str = "data") -> ImageReport:
+    """Check the images of several sample sequences at once; any bad one is a UserError naming a few."""
+    report = check_images(parts[0], more=parts[1:]) if parts else ImageReport()
+    if not report.ok:
+        raise UserError(report.summary(what) + "; fix them or pass --skip-bad-images to train without them")
+    return report
+
+
 def usable_samples(samples: Sequence[Sample], skip_bad: bool, what: str = "data",
-                   thorough: bool = False) -> tuple[list[Sample], ImageReport]:
+                   thorough: bool = False) -> tuple[Sequence[Sample], ImageReport]:
     """Check before training: refuse bad images (naming a few) or, with ``skip_bad``, drop them."""
     report = check_images(samples, thorough)
     if not report.ok and not skip_bad:

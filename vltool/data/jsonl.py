@@ -15,6 +15,7 @@ from typing import Any
 
 from vltool.data.images import resolve_image_path
 from vltool.data.sample import Sample
+from vltool.data.sample_table import SampleTable, SampleTableBuilder
 from vltool.errors import UserError
 
 
@@ -85,13 +86,13 @@ def expect_str(row: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def read_jsonl(path: str | Path, images: str | Path | None = None) -> list[Sample]:
+def read_jsonl(path: str | Path, images: str | Path | None = None) -> SampleTable:
     """Rows ``{image?, prompt, answer, id?, references?}``; ``id`` defaults to the line number.
 
     A relative ``image`` is under ``images`` when given, else next to the JSONL file.
     """
     path = data_path(str(path), "jsonl")
-    samples = []
+    samples = SampleTableBuilder()
     for number, row in read_jsonl_rows(path, "JSONL", ("prompt", "answer")):
         where = f"{path} line {number}"
         prompt, answer = expect_str(row, "prompt", where), expect_str(row, "answer", where)
@@ -103,4 +104,4 @@ def read_jsonl(path: str | Path, images: str | Path | None = None) -> list[Sampl
             raise UserError(f"{where}: 'image' must be a path string or null, found {type(image).__name__}")
         image = resolve_image_path(image, images, path.parent) if image else None
         samples.append(Sample(str(row.get("id", number)), image, prompt, answer, list(refs)))
-    return samples
+    return samples.finish()

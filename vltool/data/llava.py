@@ -19,6 +19,7 @@ from vltool.data.alpaca import instruction_prompt
 from vltool.data.images import resolve_image_path
 from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
 from vltool.data.sample import Sample
+from vltool.data.sample_table import SampleTable, SampleTableBuilder
 from vltool.errors import UserError
 
 HUMAN, GPT = {"human", "user"}, {"gpt", "assistant"}
@@ -48,10 +49,10 @@ def _pairs(turns: object, where: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def read_llava(path: str | Path, images: str | Path | None = None) -> list[Sample]:
+def read_llava(path: str | Path, images: str | Path | None = None) -> SampleTable:
     path = data_path(str(path), "llava")
     rows = expect_list(read_json(path, "LLaVA"), path, "LLaVA conversation")
-    samples = []
+    samples = SampleTableBuilder()
     for index, row in enumerate(rows):
         where = f"{path} item {index}"
         expect_keys(row, ("conversations",), where, "LLaVA conversation")
@@ -65,4 +66,4 @@ def read_llava(path: str | Path, images: str | Path | None = None) -> list[Sampl
             sample_id = conv_id if k == 0 else f"{conv_id}#{k + 1}"
             samples.append(Sample(sample_id, image, instruction_prompt(question, pairs[:k]), answer, [answer],
                                   {"conversation": conv_id, "turn": k + 1}))
-    return samples
+    return samples.finish()

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from vltool.data.caption_text import processor
 from vltool.data.sample import Sample
+from vltool.data.sample_table import IndexBuilder, RowIndex
 from vltool.data.vl_dataset import ImageTable, resolve_image
 from vltool.data.wds import BadSample, ShardStream
 from vltool.errors import UserError
@@ -149,20 +150,11 @@ class MixedVLData(Dataset):
         self.caption_text = caption_text or processor("none")  # module-level functions: workers pickle them
         self.weights = mixing_weights(self.sources)
         self.preprocess, self.augment, self.skip_bad = preprocess, augment, skip_bad
-        keys: dict[str, int] = {}
-        paths: list[Any] = []
-        self.rows: list[list[tuple[int, str, str]]] = []
-        for source in self.sources:
-            rows = []
-            for sample in source.samples or []:
-                index = -1
-                if sample.image is not None:
-                    image = resolve_image(sample.image, image_root)
-                    index = keys.setdefault(str(image), len(paths))
-                    if index == len(paths):
-                        paths.append(image)
-                rows.append((index, sample.prompt, self.caption_text(sample.answer)))
-            self.rows.append(rows)
+        # flat arrays per source (``vltool.data.sample_table``): bytes per sample, shared by forked workers
+        index = IndexBuilder(lambda image: resolve_image(image, image_root))
+        keep = None if self.caption_text is processor("none") else self.caption_text  # "none": the column as read
+        self.rows: list[RowIndex] = [index.rows(source.samples or [], keep) for source in self.sources]
+        paths = index.images()
         self.images = ImageTable(paths, preprocess)
         self.use_features = False
         self.bad_features: set[int] = set()  # images the feature cache could not encode

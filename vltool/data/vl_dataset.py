@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from vltool.data.device_pixels import uint8_preprocessor
 from vltool.data.float_pixels import ImagePreprocessor
 from vltool.data.sample import Sample
+from vltool.data.sample_table import IndexBuilder, SampleTable, StringColumn
 from vltool.errors import UserError
 
 
@@ -30,10 +31,14 @@ def resolve_image(image: Any, root: str | Path | None) -> Any:
 
 
 class ImageTable:
-    """Unique images of a sample list (paths), decoded and preprocessed on each access."""
+    """Unique images of a sample list (paths), decoded and preprocessed on each access.
+
+    ``images`` is kept as given when it is a ``StringColumn`` (one blob, see
+    ``vltool.data.sample_table``), not copied into a list of strings that forked workers would copy.
+    """
 
     def __init__(self, images: Sequence[Any], preprocess: Callable[[Any], torch.Tensor]) -> None:
-        self.images = list(images)
+        self.images = images if isinstance(images, StringColumn) else list(images)
         self.preprocess = preprocess
 
     def __len__(self) -> int:
@@ -47,7 +52,11 @@ class ImageTable:
 
 
 class VLDataset(Dataset):
-    """(image index or -1, prompt, answer) rows over an ``ImageTable``."""
+    """(image index or -1, prompt, answer) rows over an ``ImageTable``.
+
+    The rows are flat arrays (``RowIndex``), so the dataset's size in memory is bytes per sample,
+    shared by forked DataLoader workers (#23).
+    """
 
     def __init__(
         self,
@@ -55,23 +64,13 @@ class VLDataset(Dataset):
         preprocess: Callable[[Any], torch.Tensor] | None,
         image_root: str | Path | None = None,
     ) -> None:
-        keys: dict[str, int] = {}
-        images: list[Any] = []
-        self.rows: list[tuple[int, str, str]] = []
-        for sample in samples:
-            index = -1
-            if sample.image is not None:
-                image = resolve_image(sample.image, image_root)
-                key = str(image)
-                if key not in keys:
-                    keys[key] = len(images)
-                    images.append(image)
-                index = keys[key]
-            self.rows.append((index, sample.prompt, sample.answer))
-        self.samples = list(samples)
+        index = IndexBuilder(lambda image: resolve_image(image, image_root))
+        self.rows = index.rows(samples)
+        self.samples = samples if isinstance(samples, SampleTable) else list(samples)
+        images = index.images()
         self.images = ImageTable(images, preprocess or _no_pixels)
         # The loader starts worker processes for datasets that decode images.
-        self.decodes_images = bool(images) and preprocess is not None
+        self.decodes_images = len(images) > 0 and preprocess is not None
 
     def __len__(self) -> int:
         return len(self.rows)

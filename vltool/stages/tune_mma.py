@@ -19,6 +19,7 @@ from vltool.artifacts import ArtifactWriter, ensure_writable
 from vltool.config.schema import MMARecipe
 from vltool.data.device_pixels import NormalisedLoss, pixels_on_device, scale_of
 from vltool.data.images import usable_samples
+from vltool.data.sample_table import join
 from vltool.data.specs import load_spec
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.errors import RunDiverged, UserError
@@ -37,7 +38,7 @@ from vltool.training.tracking import end_tracking, tracking_for
 
 
 def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
-    samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
+    samples = join([load_spec(spec, split, cfg.data.images) for spec in specs])  # flat tables (#23)
     samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
     return (samples[:limit] if limit else samples), report.as_metrics()
 

@@ -34,8 +34,9 @@ from vltool.data.device_pixels import (
     pixels_on_device,
     scale_of,
 )
-from vltool.data.images import usable_samples
+from vltool.data.images import refuse_bad_images, usable_samples
 from vltool.data.mixture import MixedVLData, Source, bad_samples
+from vltool.data.sample_table import answers, join
 from vltool.data.specs import load_spec, parse_spec, split_ratio
 from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
@@ -76,7 +77,7 @@ class Setup:
 def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | None):
     if not specs:
         raise UserError(f"no {split} data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
-    samples = [s for spec in specs for s in load_spec(spec, split, cfg.data.images)]
+    samples = join([load_spec(spec, split, cfg.data.images) for spec in specs])  # flat tables (#23)
     samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
     return samples[:limit] if limit else samples, report.as_metrics()
 
@@ -106,8 +107,8 @@ def _train_sources(cfg: VPGTransRecipe, specs: list[str] | None = None) -> tuple
             sources.append(Source(spec, ratio, samples=samples, size=len(samples)))
     report: dict = {}
     if not cfg.data.skip_bad_images:
-        every = [s for src in sources for s in src.samples or []]
-        _, checked = usable_samples(every, False, "train data")
+        # the sources' own tables, not one Sample object per caption (#23)
+        checked = refuse_bad_images([src.samples for src in sources if src.samples], "train data")
         report = checked.as_metrics()
     return sources, report
 
@@ -210,7 +211,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
         warm_sources, warm_report = _train_sources(cfg, warmup_specs(cfg))
         train_report = {k: train_report.get(k, 0) + warm_report.get(k, 0) for k in {*train_report, *warm_report}}
     # the converter fits on the warm-up's captions (the paper: COCO + SBU), through the caption processor
-    train_samples = [s for src in warm_sources for s in src.samples or []]
+    # their answers only: a SampleTable gives its answer column without building each Sample (#23)
+    train_answers = [a for src in warm_sources for a in answers(src.samples or [])]
     text = caption_text.processor(cfg.text_processor)
     # each validation spec read once, at most data.max_val_samples samples each; scored per spec
     val_by_spec = {spec: with_question_text(_samples([spec], "val", cfg, cfg.data.max_val_samples)[0],
@@ -236,7 +238,7 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
             torch.manual_seed(cfg.train.seed)
             projector = nn.Linear(source.projector.in_features, width)
         else:
-            captions = [text(s.answer) for s in train_samples] or [text(c) for c in first_captions(
+            captions = [text(a) for a in train_answers] or [text(c) for c in first_captions(
                 [p for src in warm_sources for p in src.shards or []])]
             projector, _, report = _converter_init(cfg, source, tokenizer, lm, captions)
             metrics.update(report)
