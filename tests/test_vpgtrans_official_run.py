@@ -192,3 +192,33 @@ def _expand(word: str, env: dict[str, str]) -> str:
     for key, value in env.items():
         word = word.replace("${" + key + "}", value).replace("$" + key, value)
     return word
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_transfer_warms_up_on_warmup_data_and_tunes_on_data_train(quick_world: Path, tmp_path: Path) -> None:
+    """A real run: the converter and the warm-up read warmup.data (two blip_caption'd COCO captions),
+    stage 2 reads data.train; the manifest records both."""
+    import json
+
+    from PIL import Image
+
+    from vltool.artifacts import read_artifact
+
+    for image_id, colour in ((42, (250, 0, 0)), (7, (0, 250, 0))):
+        Image.new("RGB", (48, 40), colour).save(tmp_path / f"COCO_val2014_{image_id:012d}.jpg")
+    warm_file = tmp_path / "coco_karpathy_train.json"
+    warm_file.write_text(json.dumps([
+        {"image": "COCO_val2014_000000000042.jpg", "caption": "A RED square.", "image_id": "coco_42"},
+        {"image": "COCO_val2014_000000000007.jpg", "caption": "A green (small) square!", "image_id": "coco_7"}]))
+    vpg = tmp_path / "vpg"
+    invoke(["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
+            "--out", str(vpg), f"warmup.data=[coco:{warm_file}]", "text_processor=blip_caption",
+            "warmup.max_steps=1", "train.max_steps=1", "train.batch_size=2", "data.max_train_samples=32",
+            "converter.held_out=0"])
+    manifest = read_artifact(vpg).manifest
+    assert manifest["recipe"]["warmup"]["data"] == [f"coco:{warm_file}"]
+    assert manifest["recipe"]["data"]["train"] == ["demo:caption"]
+    # the converter saw only the warm-up's words: "a red square", "a green small square" (blip_caption'd)
+    assert manifest["metrics"]["converter_candidates"] <= 5
+    assert manifest["metrics"]["finetune_steps"] == 1 and manifest["metrics"]["steps_total"] == 2
