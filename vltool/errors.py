@@ -3,6 +3,7 @@
 Everything a user can act on derives from ``VltoolError``; the CLI prints its message as ONE
 line (no traceback unless ``--debug``) and exits with the class's ``exit_code``:
 
+- 1 ``DownloadFailed``: a hub download failed (network, server); rerunning may succeed.
 - 2 ``UserError``: bad input (a wrong recipe key, a missing file, a mismatched artifact or width).
 - 3 ``RunDiverged``: training produced a non-finite loss; the last good checkpoint is kept.
 - 130 ``Interrupted``: Ctrl-C (SIGINT); the message says how to resume.
@@ -27,6 +28,13 @@ class UserError(VltoolError):
 
 class NotImplementedYet(UserError):
     """A subcommand whose stage has not landed yet: says so plainly instead of pretending."""
+
+
+class DownloadFailed(VltoolError):
+    """A hub download failed for a reason outside the command (network, the hub's servers): exit 1,
+    so a script can retry it, unlike a wrong name or revision (a ``UserError``, exit 2)."""
+
+    exit_code = 1
 
 
 class RunDiverged(VltoolError):

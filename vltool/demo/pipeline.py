@@ -29,6 +29,7 @@ from vltool.demo import report as rep
 from vltool.demo.findings import findings
 from vltool.errors import UserError
 from vltool.eval.curves import read_curve, speedup
+from vltool.eval.metric_fields import describe, is_metric
 from vltool.training.progress import NullReporter, Reporter
 
 RECIPE = "demo/transfer-opt-s-to-llama"
@@ -273,10 +274,13 @@ def markdown(report: dict[str, Any], cmds: list[Step], quick: bool = False) -> s
     ]
     for spec, by_model in report["eval"].items():
         names = list(by_model)
-        metrics = sorted({k for v in by_model.values() for k in v})
+        metrics = sorted({k for v in by_model.values() for k in v if is_metric(k)})
         lines += [f"### {spec}", "", "| metric | " + " | ".join(names) + " |",
                   "| --- |" + " --- |" * len(names)]
         lines += [f"| {k} | " + " | ".join(fmt(by_model[n].get(k)) for n in names) + " |" for k in metrics]
+        # fields that describe the scoring (ptb_tokenizer) are a sentence under the table, not a row
+        notes = {describe(k, v) for values in by_model.values() for k, v in values.items() if not is_metric(k)}
+        lines += ["", *sorted(notes)] if notes else []
         lines.append("")
     lines += ["## Plots", "", "![](plots/transfer_vs_scratch_attr_acc.png)",
               "![](plots/transfer_vs_scratch_val_loss.png)", "![](plots/quality_per_stage.png)", "",

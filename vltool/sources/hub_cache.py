@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from vltool.errors import UserError
+from vltool.errors import DownloadFailed, UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -141,16 +141,18 @@ def download_command(hub_id: str, revision: str | None = None) -> str:
 def download(hub_id: str, revision: str | None, flag: str) -> Path:
     """``snapshot_download`` into the cache (progress bars on stderr); a one-line UserError on failure."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import HfHubHTTPError
+    from huggingface_hub.utils import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         path = snapshot_download(hub_id, revision=revision, cache_dir=str(hf_cache_dir()),
                                  allow_patterns=download_patterns(hub_id, revision))
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as err:  # GatedRepoError included
+        raise UserError(f"{flag} {hub_id}: the Hugging Face hub refused it ({_first_line(err)}); check the name and "
+                        f"revision, log in with 'hf auth login' for gated models, or pass a local folder") from None
     except (HfHubHTTPError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{flag} {hub_id}: downloading it from the Hugging Face hub failed ({first}); check the "
-                        f"name and revision, log in with 'hf auth login' for gated models, or pass a local "
-                        f"folder") from None
+        # Not the command's fault (network, the hub's servers): exit 1, so a script can retry.
+        raise DownloadFailed(f"{flag} {hub_id}: downloading it from the Hugging Face hub failed ({_first_line(err)}); "
+                             f"rerun to retry (finished files are kept), or pass a local folder") from None
     folder = Path(path)
     if not weights_complete(folder):
         raise UserError(f"{flag} {hub_id}: the download in {folder} has no complete weights (config.json and "
@@ -162,6 +164,10 @@ def download(hub_id: str, revision: str | None, flag: str) -> Path:
 # too, since older repositories such as lmsys/vicuna-7b-v1.1 have nothing else). TF / Flax / ONNX
 # copies and *.msgpack are left on the hub.
 DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "*.tiktoken", "*.md"]
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def download_patterns(hub_id: str, revision: str | None) -> list[str]:
