@@ -210,7 +210,9 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     if "warmup" in phases and warmup_specs(cfg) != stage_specs:
         warm_sources, warm_report = _train_sources(cfg, warmup_specs(cfg))
         train_report = {k: train_report.get(k, 0) + warm_report.get(k, 0) for k in {*train_report, *warm_report}}
-    # the converter fits on the warm-up's captions (the paper: COCO + SBU), through the caption processor
+    # the converter fits on the warm-up's captions through the caption processor, as the official
+    # tools/linear_proj/train_linear_proj_opt_and_llama.py (VPGTrans@32e885c) reads COCO + SBU through
+    # its pre_caption (blip_caption's steps without the 50-word cut)
     # their answers only: a SampleTable gives its answer column without building each Sample (#23)
     train_answers = [a for src in warm_sources for a in answers(src.samples or [])]
     text = caption_text.processor(cfg.text_processor)
