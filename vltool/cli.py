@@ -230,6 +230,8 @@ TRANSFER_EPILOG = """[bold]Examples[/bold]
 
   vltool transfer --from-warmup runs/warm --data demo:caption --out runs/vpg
 
+  vltool transfer -r vpgtrans/vicuna7b-chat --from-vpg runs/vpg --data cc_sbu_align:cc_sbu_align/ --out runs/chat
+
   vltool transfer --src demo-blip2-opt-s --dst demo-llama --data demo:caption --from-scratch --qformer demo-qformer-stage1 --out runs/scratch
 
   vltool transfer --src opt2.7b --dst vicuna7b --dry-run
@@ -260,6 +262,9 @@ def transfer(
     out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
     recipe: str | None = RecipeOpt,
     from_warmup: Path | None = typer.Option(None, help="continue from a warm-up artifact"),
+    from_vpg: Path | None = typer.Option(None, "--from-vpg", help="one more VPG stage from a finished vpg artifact "
+                                         "on the recipe's data and layout (VL-Vicuna's chat stage 3: "
+                                         "-r vpgtrans/vicuna7b-chat --data cc_sbu_align:DIR)"),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="the paper's baseline: stage 2 from a stage-1 "
                                       "Q-Former (--qformer) with a random projector"),
     qformer: str | None = typer.Option(None, "--qformer", help="with --from-scratch: the stage-1 Q-Former to start "
@@ -292,6 +297,12 @@ def transfer(
         from vltool.stages import vpgtrans
 
         flags = {**vpgtrans.flags_from_warmup(from_warmup), **{k: v for k, v in flags.items() if v is not None}}
+    if from_vpg is not None:
+        from vltool.stages import vpg_chat
+
+        if from_warmup is not None or from_scratch:
+            raise UserError("--from-vpg continues a finished vpg artifact; drop --from-warmup / --from-scratch")
+        flags = {**vpg_chat.flags_from_vpg(from_vpg), **{k: v for k, v in flags.items() if v is not None}}
     if qformer is not None and not from_scratch:
         raise UserError("--qformer names the start of the from-scratch baseline; add --from-scratch")
     cfg = _pin_revision(_recipe(recipe, "transfer", overrides, flags), "dst", revision)
@@ -299,6 +310,12 @@ def transfer(
 
     if dry_run:
         _print_dry_run(vpgtrans.dry_run(cfg), json_out)
+        return
+    if from_vpg is not None:
+        from vltool.stages import vpg_chat
+
+        result = _run_stage(vpg_chat.run_from_vpg, cfg, _need_out(out), from_vpg=from_vpg, force=force, resume=resume)
+        _show_artifact(result, json_out)
         return
     result = _run_stage(
         vpgtrans.run_transfer, cfg, _need_out(out), from_warmup=from_warmup, force=force, resume=resume

@@ -107,6 +107,38 @@ class WarmupSection(Strict):
         "is in epochs (the files may not be on the planning machine); the run itself counts the real data")
 
 
+class ChatSection(Strict):
+    """VL-Vicuna's chat stage (VPGTrans stage 3, MiniGPT-4 style): the turn a sample is trained in.
+
+    Defaults are the official ones (github.com/VPGTrans/VPGTrans@32e885c
+    ``lavis/projects/blip2/train/vicuna_vpgtrans_step3_self_instruct.yaml`` and
+    ``lavis/models/blip2_models/blip2_vicuna.py``); ``vltool.models.chat_layout`` builds the rows."""
+
+    template: str = Field("###Human: {} ###Assistant: ", description="one turn; {} is the image text, a space "
+                          "and the instruction")
+    image: str = Field("<Img><ImageHere></Img>", description="the image text; <ImageHere> is where the query "
+                       "tokens go")
+    instructions: list[str] = Field(
+        default_factory=lambda: ["Describe this image in detail.",
+                                 "Take a look at this image and describe what you notice.",
+                                 "Please provide a detailed description of the picture.",
+                                 "Could you describe the contents of this image for me?"],
+        min_length=1, description="one drawn per micro-batch for samples without a prompt (official: these 4)")
+    end: str = Field("###", description="appended to every answer; generation stops at it (official end_sym)")
+
+    @model_validator(mode="after")
+    def _one_slot_each(self) -> ChatSection:
+        problems = []
+        if self.template.count("{}") != 1:
+            problems.append(f"chat.template {self.template!r} must hold exactly one {{}} (the image and instruction)")
+        if self.image.count("<ImageHere>") != 1:
+            problems.append(f"chat.image {self.image!r} must hold exactly one <ImageHere>")
+        if not self.end:
+            problems.append("chat.end must not be empty: generation stops at it")
+        refuse(problems)
+        return self
+
+
 class VPGTransRecipe(Strict):
     """``vltool warmup`` / ``vltool transfer``: move a BLIP-2 VPG onto a new LLM."""
 
@@ -138,6 +170,8 @@ class VPGTransRecipe(Strict):
         )
     )
     eval: EvalSection = Field(default_factory=EvalSection)
+    chat: ChatSection | None = Field(None, description="train and generate in VL-Vicuna's chat turn (VPGTrans stage "
+                                     "3: transfer --from-vpg STAGE2_ARTIFACT); unset: captions after prompt")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> VPGTransRecipe:
@@ -153,6 +187,9 @@ class VPGTransRecipe(Strict):
             problems.append(f"the warm-up feature cache stores one output per image, which data.augment="
                             f"{self.data.augment} changes at every draw; set warmup.feature_cache: false "
                             "(--no-feature-cache) or data.augment: none")
+        if self.chat is not None and self.prompt:
+            problems.append("prompt is the caption layout's; with chat set, the instruction is the prompt "
+                            "(chat.instructions): leave prompt empty")
         refuse(problems)
         return self
 

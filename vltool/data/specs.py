@@ -9,7 +9,8 @@ relative image paths are under.
 Kinds shipped: ``coco:KARPATHY_JSON``, ``vg:JSON`` and ``sbu:JSON`` (LAVIS caption lists),
 ``wds:SHARDS`` (WebDataset tars, streamed by warmup/transfer), ``vqav2:QUESTIONS[,ANNOTATIONS]``
 (OK-VQA's official files have the same shape), ``gqa:QUESTIONS``,
-``scienceqa:DIR``, ``llava:JSON``, ``alpaca:JSON`` and ``jsonl:PATH``; plugins (``vltool.plugins``)
+``scienceqa:DIR``, ``cc_sbu_align:DIR`` (MiniGPT-4's aligned set), ``llava:JSON``, ``alpaca:JSON``
+and ``jsonl:PATH``; plugins (``vltool.plugins``)
 add more, e.g. the demo world's ``demo:caption|vqa|sqa|text``. Each kind names its metric family.
 
 Training data of warmup/transfer may end in ``@RATIO`` (``coco:A.json@0.1``): the sampling
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 from vltool.data.alpaca import read_alpaca
 from vltool.data.captions import read_caption_list
+from vltool.data.cc_sbu_align import read_cc_sbu_align
 from vltool.data.coco import read_coco
 from vltool.data.gqa import read_gqa
 from vltool.data.jsonl import read_jsonl
@@ -124,3 +126,5 @@ register_kind("scienceqa", lambda arg, split, images: read_scienceqa(arg, split)
 register_kind("llava", lambda arg, split, images: read_llava(arg, images), "text")
 register_kind("alpaca", lambda arg, split, images: read_alpaca(arg), "text")
 register_kind("jsonl", lambda arg, split, images: read_jsonl(arg, images), "text")
+# MiniGPT-4's 3.4k aligned set (VL-Vicuna's chat stage): its images live in DIR/image, as scienceqa's
+register_kind("cc_sbu_align", lambda arg, split, images: read_cc_sbu_align(arg), "caption")

@@ -208,12 +208,10 @@ def _blip2_predictor(name: str, model, tokenizer, image_processor, recipe: dict 
     """``recipe``: a vpg artifact's, whose end of text and caption prompt the layout follows (an HF
     folder's own stop ids are in its generation config, which ``stop_ids`` always keeps)."""
     from vltool.data.vl_dataset import image_preprocessor
-    from vltool.models import vlm
+    from vltool.models.chat_layout import text_layout  # the chat turn when the recipe has `chat`
 
     model.eval()
-    recipe = recipe or {}
-    layout = vlm.VLTextLayout(tokenizer, model.config.num_query_tokens, model.config.image_token_index,
-                              end_of_text=recipe.get("end_of_text"), prompt=recipe.get("prompt") or "")
+    layout = text_layout(tokenizer, model.config.num_query_tokens, model.config.image_token_index, recipe)
     return Predictor(name, model.language_model, tokenizer, model, image_preprocessor(image_processor, uint8=pixels_on_device()),
                      layout)
 
@@ -272,6 +270,7 @@ def load_predictor(spec: str) -> Predictor:
                                 opened.tokenizer, opened.processor)
     opened = open_model(found)
     if opened.kind == BLIP2:
-        recipe = opened.manifest.get("recipe") if found.artifact_kind == "vpg" else None
+        # a vpg artifact's recipe, or the text layout a merged folder records (VL-Vicuna's chat turn)
+        recipe = opened.manifest.get("recipe") if found.artifact_kind == "vpg" else opened.manifest.get("text_layout")
         return _blip2_predictor(spec, opened.model, opened.tokenizer, opened.processor, recipe)
     return Predictor(spec, opened.model.eval(), opened.tokenizer)

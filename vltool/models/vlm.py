@@ -144,11 +144,14 @@ def generate(
     ``do_sample`` / ``temperature`` / ``top_p``: ``GenerationSettings.decoding``)."""
     batch = layout.generation(prompts)
     device = next(model.parameters()).device
+    # a layout whose end is a string (the chat turn's "###") adds stop_strings and cuts the text there
+    extra = getattr(layout, "generate_kwargs", {})
     out = model.generate(
         pixel_values=pixel_values.to(device), input_ids=batch["input_ids"].to(device),
         attention_mask=batch["attention_mask"].to(device), max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens, **{"num_beams": num_beams, "do_sample": False, **decoding},
+        min_new_tokens=min_new_tokens, **{"num_beams": num_beams, "do_sample": False, **decoding, **extra},
         eos_token_id=stop_ids(model, layout.tokenizer, layout.stop_id), pad_token_id=layout.encoder.pad_id,
     )
     new = out[:, batch["input_ids"].shape[1]:] if out.shape[1] > batch["input_ids"].shape[1] else out[:, :0]
-    return [t.strip() for t in layout.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    trim = getattr(layout, "trim", str.strip)
+    return [trim(t) for t in layout.tokenizer.batch_decode(new, skip_special_tokens=True)]

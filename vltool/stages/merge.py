@@ -19,6 +19,7 @@ from vltool.training.progress import NullReporter, Reporter
 def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
     from vltool.artifacts.fingerprint import fingerprint_path
     from vltool.models import vlm
+    from vltool.models.chat_layout import prepare_chat_folder
     from vltool.sources.hf_blip2 import save_blip2_folder
     from vltool.sources.open_model import open_vpg_artifact
     from vltool.sources.resolve import classify
@@ -31,8 +32,11 @@ def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
 
     stop = end_of_text_id(tokenizer, manifest.get("recipe", {}).get("end_of_text"))
     model.generation_config.eos_token_id = vlm.stop_ids(model, tokenizer, stop)
+    # VL-Vicuna's chat turn: the template on the tokenizer, image tokens in the text (models.chat_layout)
+    chat = prepare_chat_folder(model, tokenizer, manifest.get("recipe", {}))
     with ArtifactWriter(out, "model", force=force) as writer:
-        save_blip2_folder(model, tokenizer, opened.processor, writer.path)
+        save_blip2_folder(model, tokenizer, opened.processor, writer.path, prepend_image_tokens=chat is None)
+        writer.manifest.update(chat or {})
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="vpg")
         writer.manifest["format"] = "Blip2ForConditionalGeneration"
         writer.manifest["metrics"] = {k: v for k, v in manifest.get("metrics", {}).items() if k.startswith("final_")}

@@ -218,6 +218,19 @@ def _how_to_load(where: str, fmt: str, layout: str | None, front_end: str | None
             'inputs = processor(images=image, text="Question: what is shown? Answer:", return_tensors="pt")',
             "out = model.generate(**inputs, max_new_tokens=30)",
             "print(processor.batch_decode(out, skip_special_tokens=True)[0].strip())", "```"]
+    if layout == "vl-chat":  # VL-Vicuna's chat turn (vltool.models.chat_layout)
+        chat = [*code[:7],
+                'messages = [{"role": "user", "content": [{"type": "image"}, '
+                '{"type": "text", "text": "Describe this image in detail."}]}]',
+                "text = processor.tokenizer.apply_chat_template(messages, tokenize=False)  # BOS and image tokens",
+                'inputs = processor(images=image, text=text, add_special_tokens=False, return_tensors="pt")',
+                'out = model.generate(**inputs, max_new_tokens=160, stop_strings="###", tokenizer=processor.tokenizer)',
+                'new = out[:, inputs["input_ids"].shape[1]:]',
+                'print(processor.batch_decode(new, skip_special_tokens=True)[0].split("###")[0].strip())', "```"]
+        return ["It was chat-tuned in VL-Vicuna's turn (`###Human: <Img>` + the visual tokens + "
+                "`</Img> {instruction} ###Assistant: `, answers ending with `###`). The tokenizer's chat template "
+                "writes that turn, image tokens included; the saved processor adds none of its own:", "", *chat,
+                "", *predict]
     if layout == "lavin" and template and "{prompt}" in template:
         text = f"text = {_template_expr(template)}"
         code = [line if "processor(images" not in line else

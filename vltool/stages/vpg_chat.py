@@ -1,0 +1,78 @@
+"""``vltool transfer --from-vpg ART``: one more VPG fine-tuning stage from a finished vpg artifact.
+
+VPGTrans's stage 3 (VL-Vicuna's chat tuning) is this stage with a recipe that sets ``chat``
+(``recipes/vpgtrans/vicuna7b-chat.yaml``): the artifact's Q-Former, query tokens, ln_vision and
+projector train again -- VPGTrans's step-3 run keeps ``only_proj: False`` and ``freeze_vit: True``
+(github.com/VPGTrans/VPGTrans@32e885c ``run_scripts/blip2/scale_up_train/vicuna_vpgtrans_step3_self_instruct.sh``,
+``lavis/models/blip2_models/blip2_vicuna.py``, where ``freeze_vit`` freezes the ViT only and
+``only_proj`` would freeze ln_vision, Q-Former and queries) -- the parts stage 2 trains
+(``vlm.STAGE2_PARTS``; MiniGPT-4's own stage 2 trains the projector alone), on MiniGPT-4's aligned
+set (``cc_sbu_align:DIR``) in the chat turn (``vltool.models.chat_layout``). The ViT and the LLM
+stay frozen, as in every VPGTrans stage. Without ``chat`` the recipe's caption layout is used.
+
+Unlike ``--from-warmup``, nothing but the source and target comes from the artifact: data,
+layout and schedule are the recipe's. The result is a vpg artifact like stage 2's (its
+``metrics.jsonl`` continues the artifact's curve, phase ``chat``), which ``vltool merge`` turns into
+a BLIP-2 folder carrying the chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from vltool.artifacts import ensure_writable, read_artifact
+from vltool.config.schema import VPGTransRecipe
+from vltool.errors import UserError
+from vltool.models.chat_layout import text_layout
+from vltool.stages import vpgtrans
+from vltool.training.checkpoint import claim_run_folder, release_run_folder
+from vltool.training.loop import make_accelerator
+from vltool.training.progress import NullReporter, Reporter
+
+PHASE = "chat"
+
+
+def flags_from_vpg(path: Path) -> dict[str, Any]:
+    """The source and target a vpg artifact was trained for (``--from-vpg`` needs no repeats)."""
+    recipe = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest.get("recipe", {})
+    return {"src": recipe.get("src"), "dst": recipe.get("dst")}
+
+
+def run_from_vpg(cfg: VPGTransRecipe, out: Path, from_vpg: Path, force: bool = False, resume: bool = False,
+                 reporter: Reporter | None = None) -> Path:
+    """Fine-tune the VPG of ``from_vpg`` on ``cfg``'s data, in its layout; write a vpg artifact."""
+    started = time.perf_counter()
+    reporter = reporter or NullReporter()
+    if cfg.from_scratch:
+        raise UserError("--from-vpg continues a trained vpg artifact; it excludes --from-scratch")
+    if not cfg.data.train:
+        raise UserError("--from-vpg trains on the recipe's data.train or --data (VL-Vicuna's chat stage: "
+                        "--data cc_sbu_align:DIR)")
+    ensure_writable(out, force)
+    vpgtrans._check_warmup_matches(cfg, Path(from_vpg))
+    claim_run_folder(vpgtrans._run_root(out), resume, force)
+    accelerator = make_accelerator(cfg.train.precision)
+    setup = vpgtrans.prepare(cfg, reporter, "warmup", Path(from_vpg), phases=("finetune",))
+    model = setup.model
+    setup.layout = text_layout(setup.tokenizer, model.config.num_query_tokens, model.config.image_token_index,
+                               cfg.model_dump(mode="json"))
+    if cfg.chat is not None:
+        setup.metrics.pop("end_of_text_id", None)  # the caption layout's; the chat turn ends at chat.end
+        reporter.log(f"chat turn: {cfg.chat.template!r}, {len(cfg.chat.instructions)} instructions, "
+                     f"answers end with {cfg.chat.end!r}")
+    before = read_artifact(Path(from_vpg), kinds=("vpg",)).manifest
+    offset = int(before.get("metrics", {}).get("steps_total", 0))
+    rows = [json.loads(line) for line in (Path(from_vpg) / "metrics.jsonl").read_text().splitlines() if line]
+    model, chat_rows, timing = vpgtrans._phase(setup, cfg, PHASE, out, reporter, resume, accelerator)
+    rows += [{**r, "step": r["step"] + offset, "phase": PHASE} for r in chat_rows]
+    evals = [r["eval"] for r in chat_rows if "eval" in r]
+    metrics = {**setup.metrics, **({f"final_{k}": v for k, v in evals[-1].items()} if evals else {}),
+               f"{PHASE}_steps": timing["steps"], f"{PHASE}_step_s": timing.get("step_s"),
+               "steps_total": offset + timing["steps"], "from_vpg": str(Path(from_vpg).resolve()),
+               "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
+    path = vpgtrans._save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
+    release_run_folder(vpgtrans._run_root(out))
+    return path
