@@ -181,8 +181,8 @@ def test_alpaca_llava_and_jsonl(tmp_path: Path) -> None:
 
 
 def test_spec_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UserError, match=r"unknown kind 'cocoa'; expected one of alpaca, coco, demo, gqa, jsonl, llava, "
-                                        r"sbu, scienceqa, vg, vqav2, wds"):
+    with pytest.raises(UserError, match=r"unknown kind 'cocoa'; expected one of alpaca, cc_sbu_align, coco, demo, "
+                                        r"gqa, jsonl, llava, sbu, scienceqa, vg, vqav2, wds"):
         load_spec("cocoa:x.json")
     with pytest.raises(UserError, match=r"must look like KIND:ARG"):
         load_spec("train.json")

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from real_layouts import sentencepiece_files
+
 from vltool.data.specs import load_spec
 from vltool.models.mma.layout import IGNORE, IMAGE_TOKEN, VISUAL, MMACollator, image_prompt
 

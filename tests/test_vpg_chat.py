@@ -163,8 +163,8 @@ def test_chat_stage_end_to_end_on_real_layouts(tmp_path: Path, monkeypatch: pyte
     from transformers import AutoTokenizer, Blip2ForConditionalGeneration, Blip2Processor
 
     from vltool.artifacts import read_artifact
-    from vltool.eval.predictors import GenerationSettings, load_predictor
     from vltool.data.sample import Sample
+    from vltool.eval.predictors import GenerationSettings, load_predictor
 
     hf_home = tmp_path / "hf"
     build_hub_cache(hf_home)

@@ -73,7 +73,7 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
             # the base's <image> (open_model put it there; check_image_token refuses a mismatch on save)
             blip2 = vlm.assemble(fe.vision_model, fe.qformer, fe.query_tokens, fe.projector, result.lm,
                                  tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
-            # LaVIN's layout puts the image tokens after "[BOS] Image:", not before BOS as the stock
+            # LaVIN's layout puts the image tokens after "[BOS] Image: ", not before BOS as the stock
             # Blip2Processor would: the processor is saved without num_query_tokens (it adds none)
             # and the prompt text carries them (layout.image_prompt; README "Loading merged models").
             save_blip2_folder(blip2, tokenizer, processor, writer.path, prepend_image_tokens=False)
@@ -95,7 +95,7 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
         writer.add_input("artifact", str(Path(artifact).resolve()), fingerprint_path(Path(artifact)), what="adapters")
         writer.manifest.update({"format": fmt, "layout": "lavin", "front_end": config["front_end"],
                                 "modality": modality, "merge": result.message,
-                                "note": "prompts follow LaVIN: [BOS] 'Image:' + visual tokens (or 'Image: N/A'), "
+                                "note": "prompts follow LaVIN: [BOS] 'Image: ' + visual tokens (or 'Image: N/A'), "
                                         "then the prompt"})
         write_model_card(writer, read_artifact(Path(artifact), verify=False).manifest)
     return out

@@ -207,7 +207,7 @@ def _how_to_load(where: str, fmt: str, layout: str | None, front_end: str | None
             "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
             f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
             f'model = AutoModelForCausalLM.from_pretrained("{where}")',
-            'inputs = tokenizer("Image: N/A\\nInstruction: ...", return_tensors="pt")',
+            'inputs = tokenizer("Image: N/A Instruction: ...", return_tensors="pt")  # LaVIN\'s text-only layout',
             "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=30)[0], skip_special_tokens=True))",
             "```", "", *predict]
     code = ["```python", "from PIL import Image",
@@ -237,11 +237,11 @@ def _how_to_load(where: str, fmt: str, layout: str | None, front_end: str | None
                 line.replace('text="Question: what is shown? Answer:"', "text=text") for line in code]
         code.insert(code.index('image = Image.open("photo.jpg").convert("RGB")') + 1, text)
         code.insert(code.index(text), 'prompt = "Question: what is shown? Answer:"')
-        return ["It was instruction-tuned in LaVIN's prompt layout ([BOS] `Image:` + the visual tokens, then "
+        return ["It was instruction-tuned in LaVIN's prompt layout ([BOS] `Image: ` + the visual tokens, then "
                 "the prompt; `Image: N/A` + the prompt without an image). The saved processor adds no image "
                 "tokens of its own; the prompt text carries them:", "", *code, "", *predict]
     if layout == "lavin":
-        return ["It was instruction-tuned in LaVIN's prompt layout ([BOS] `Image:` + the visual tokens, or "
+        return ["It was instruction-tuned in LaVIN's prompt layout ([BOS] `Image: ` + the visual tokens, or "
                 "`Image: N/A` without an image, then the prompt), which the stock `Blip2Processor` does not "
                 "build. The weights load with plain transformers:", "", *code[:6], "```", "",
                 "and `vltool predict` (or `vltool.eval.predictors.load_predictor`) generates in that layout.",
