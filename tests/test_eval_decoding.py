@@ -122,3 +122,18 @@ def test_scienceqa_recipe_samples_as_lavin_and_is_seeded(monkeypatch: pytest.Mon
     assert predictor.generate(samples, settings) == first  # seeded: a rerun gives the same answers
     assert all((c["do_sample"], c["temperature"], c["top_p"], c["max_new_tokens"]) == (True, 0.1, 0.75, 64)
                for c in calls)
+
+
+def test_mma_models_decode_with_one_beam(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LaVIN-layout routing is set per batch row, so an MMA model ignores eval.num_beams (eval logs it)."""
+    from tiny_lms import tiny_clip_mma
+
+    model = tiny_clip_mma(dropout=0.0).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    predictor = predictors.MMAPredictor("tiny-mma", model, word_tokenizer(), processor)
+    calls = recording(monkeypatch, model.lm)
+    vqa = load_named_recipe("eval/vqav2", "eval", [], {}).eval
+    settings = predictors.GenerationSettings(max_new_tokens=3, num_beams=vqa.num_beams,
+                                             length_penalty=vqa.length_penalty)
+    predictor.generate([Sample("0", None, "question : a ? answer :", "", ["a"], {})], settings)
+    assert calls[0]["num_beams"] == 1 and "length_penalty" not in calls[0] and calls[0]["do_sample"] is False

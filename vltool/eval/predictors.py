@@ -185,7 +185,10 @@ class MMAPredictor(Predictor):
             batch = self.collator.batch(images, [s.prompt for s in chunk], None, left_pad=True)
             batch = normalise_batch({k: v.to(self.device) for k, v in batch.items()}, scale_of(self.preprocess))
             with seeded(cfg, number):
-                out += self.model.generate(batch, self.tokenizer, cfg.max_new_tokens, **cfg.decoding())
+                # one beam: the routing weights are set per batch row, which beam search would multiply
+                out += self.model.generate(batch, self.tokenizer, cfg.max_new_tokens,
+                                           **{k: v for k, v in cfg.decoding().items() if k not in ("length_penalty", "num_beams")},
+                                           num_beams=1)
             if progress:
                 progress(len(out))
         return out

@@ -63,7 +63,7 @@ def sharded(state: Any, samples: list, fn: Callable[[list], list]) -> list:
 
 def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    from vltool.eval.predictors import GenerationSettings, load_predictor
+    from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
 
     reporter = reporter or NullReporter()
     _check_out(out, force)
@@ -82,6 +82,9 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
     device = state.device  # the GPU when there is one (or what `accelerate launch` assigns)
     for model_spec in models:
         predictor = load_predictor(model_spec).to(device)
+        if isinstance(predictor, MMAPredictor) and settings.num_beams > 1:
+            reporter.log(f"{model_spec} is an MM-Adapter (LaVIN-layout) model: it decodes with one beam, "
+                         f"not eval.num_beams={settings.num_beams}")
         for spec, samples in datasets.items():
             if predictor.blip2 is None and any(s.image is not None for s in samples):
                 reporter.log(f"skipping {spec} for {model_spec}: a text-only model cannot read its images")
