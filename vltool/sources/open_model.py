@@ -140,7 +140,8 @@ def _blip2_settled(model: Any, tokenizer: Any) -> int:
     stops = [e for e in (own_eos if isinstance(own_eos, list) else [own_eos])
              if isinstance(e, int) and 0 <= e < model.language_model.get_input_embeddings().num_embeddings]
     top.bos_token_id, top.pad_token_id = ids.bos, ids.pad
-    top.eos_token_id = stops or ids.eos  # a BLIP-2 OPT's own stop ("\n", 50118) is kept
+    stops += [ids.eos] if ids.eos is not None and ids.eos not in stops else []
+    top.eos_token_id = stops[0] if len(stops) == 1 else (stops or None)  # a BLIP-2 OPT's "\n" (50118) is kept
     return ensure_image_token(tokenizer, model)
 
 
