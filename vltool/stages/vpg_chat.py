@@ -31,6 +31,7 @@ from vltool.stages import vpgtrans
 from vltool.training.checkpoint import claim_run_folder, release_run_folder
 from vltool.training.loop import make_accelerator
 from vltool.training.progress import NullReporter, Reporter
+from vltool.training.tracking import end_tracking, tracking_for
 
 PHASE = "chat"
 
@@ -54,7 +55,7 @@ def run_from_vpg(cfg: VPGTransRecipe, out: Path, from_vpg: Path, force: bool = F
     ensure_writable(out, force)
     vpgtrans._check_warmup_matches(cfg, Path(from_vpg))
     claim_run_folder(vpgtrans._run_root(out), resume, force)
-    accelerator = make_accelerator(cfg.train.precision)
+    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))  # train.report_to
     setup = vpgtrans.prepare(cfg, reporter, "warmup", Path(from_vpg), phases=("finetune",))
     model = setup.model
     setup.layout = text_layout(setup.tokenizer, model.config.num_query_tokens, model.config.image_token_index,
@@ -75,4 +76,5 @@ def run_from_vpg(cfg: VPGTransRecipe, out: Path, from_vpg: Path, force: bool = F
                "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
     path = vpgtrans._save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
     release_run_folder(vpgtrans._run_root(out))
+    end_tracking(accelerator)
     return path
