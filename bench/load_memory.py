@@ -149,10 +149,9 @@ def main() -> None:
               f"{rss:.2f}x the stored size), peak anonymous +{row['peak_anon_mb'] - row['anon_before_mb']:.0f} MiB "
               f"({anon:.2f}x)")
     b, a = rows["before"], rows["after"]
-    grow = lambda row, key, base: row[key] - row[base]  # noqa: E731
-    print(f"ratio before/after: peak RSS growth {grow(b, 'peak_rss_mb', 'rss_before_mb') / grow(a, 'peak_rss_mb', 'rss_before_mb'):.2f}x, "
-          f"peak anonymous growth {grow(b, 'peak_anon_mb', 'anon_before_mb') / grow(a, 'peak_anon_mb', 'anon_before_mb'):.2f}x")
-
+    rss_ratio = (b["peak_rss_mb"] - b["rss_before_mb"]) / (a["peak_rss_mb"] - a["rss_before_mb"])
+    anon_ratio = (b["peak_anon_mb"] - b["anon_before_mb"]) / (a["peak_anon_mb"] - a["anon_before_mb"])
+    print(f"ratio before/after: peak RSS growth {rss_ratio:.2f}x, peak anonymous growth {anon_ratio:.2f}x")
 
 if __name__ == "__main__":
     main()
