@@ -40,7 +40,7 @@ def stage2_recipe(monkeypatch: pytest.MonkeyPatch, args: list[str]):
         raise Stop(cfg, init, phases)
 
     monkeypatch.setattr(vpgtrans, "prepare", stop)
-    monkeypatch.setattr(vpgtrans, "make_accelerator", lambda precision: None)
+    monkeypatch.setattr(vpgtrans, "make_accelerator", lambda *args, **kwargs: None)
     result = CliRunner().invoke(app, ["transfer", *args], env={"COLUMNS": "200"})
     assert isinstance(result.exception, Stop), result.output
     cfg, init, phases = result.exception.args
