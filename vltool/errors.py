@@ -6,6 +6,8 @@ line (no traceback unless ``--debug``) and exits with the class's ``exit_code``:
 - 1 ``DownloadFailed``: a hub download failed (network, server); rerunning may succeed.
 - 2 ``UserError``: bad input (a wrong recipe key, a missing file, a mismatched artifact or width).
 - 3 ``RunDiverged``: training produced a non-finite loss; the last good checkpoint is kept.
+- 4 ``DiskFull``: the disk filled while writing a checkpoint, the artifact or the feature cache;
+  the partial files are removed, the last complete checkpoint is kept for ``--resume``.
 - 130 ``Interrupted``: Ctrl-C (SIGINT); the message says how to resume.
 
 Separate codes let a shell script tell "fix your command" from "lower the LR and resume".
@@ -41,6 +43,12 @@ class RunDiverged(VltoolError):
     """Training produced NaN/inf and stopped cleanly, keeping the last good checkpoint."""
 
     exit_code = 3
+
+
+class DiskFull(VltoolError):
+    """Out of disk space while writing: the message names the filesystem, the path and the bytes needed."""
+
+    exit_code = 4
 
 
 class Interrupted(VltoolError):

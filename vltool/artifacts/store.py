@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from vltool import __version__
+from vltool.artifacts.disk_space import guard, size_of
 from vltool.artifacts.environment import package_versions
 from vltool.artifacts.fingerprint import sha256_file
 from vltool.errors import UserError
@@ -63,6 +64,12 @@ class ArtifactWriter:
             "metrics": {},
         }
         self._started = time.perf_counter() if started is None else started
+        self._before = self._current = 0
+        # what a full disk leaves for the user, said in the error: by default the training stages' run
+        # folder beside --out (``.OUT.run``, see stages.vpgtrans._run_root), whose last checkpoint --resume reads
+        run = self.out_dir.parent / f".{self.out_dir.name}.run"
+        self.kept = (f"the run's checkpoints in {run} are kept: free space and rerun the same command with --resume"
+                     if run.is_dir() else "")
 
     def __enter__(self) -> Self:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -71,16 +78,27 @@ class ArtifactWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.commit()
-        else:
-            shutil.rmtree(self.path, ignore_errors=True)
+            with guard(self.path, self._needed, "the artifact", cleanup=self.path, kept=self.kept):
+                self.commit()
+            return
+        if isinstance(exc, Exception):
+            # a full disk anywhere in the block: one line naming the filesystem (#23); the temp folder goes
+            with guard(self.path, self._needed, "the artifact", cleanup=self.path, kept=self.kept):
+                raise exc
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _needed(self) -> int:
+        """Bytes the artifact needs: what is written so far, or that plus the write in progress."""
+        return max(size_of(self.path), self._before + self._current)
 
     def save_tensors(self, name: str, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
         from safetensors.torch import save_file
 
         target = self.path / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(target), metadata)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        self._before, self._current = size_of(self.path), sum(v.numel() * v.element_size() for v in tensors.values())
+        save_file(tensors, str(target), metadata)
         return target
 
     def save_json(self, name: str, data: Any) -> Path:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vltool.artifacts.disk_space import disk_full, free_bytes, guard, reserve
 from vltool.errors import UserError
 
 FORMAT = 1
@@ -153,6 +154,59 @@ def find(key: str) -> Path | None:
     return folder if (folder / "meta.json").is_file() else None
 
 
+def _bytes(folder: Path) -> int:
+    """The size ``features.npy`` takes (its header says), 0 before it exists."""
+    try:
+        array = np.load(folder / "features.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return 0
+    return int(array.offset + array.nbytes)
+
+
+def _build(accelerator: Any, folder: Path, n_images: int, encode: Callable[[torch.Tensor], torch.Tensor],
+           batches: Callable[[list[int]], Any], dtype: torch.dtype, describe: dict) -> None:
+    main = accelerator.is_main_process
+    features = folder / "features.npy"
+    shape: list[int] | None = None
+    if main:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        # the output shape, from the first image
+        first_px = next((px for _, px, _ in batches(list(range(n_images))) if px is not None), None)
+        if first_px is None:
+            raise UserError("no training image can be read")
+        sample = encode(first_px[:1])
+        shape = [n_images, *sample.shape[1:]]
+        size = int(np.prod(shape)) * np.dtype(_np_dtype(dtype)).itemsize
+        if free_bytes(folder) < size:
+            raise disk_full(features, size, "the feature cache")
+        np.lib.format.open_memmap(features, mode="w+", dtype=_np_dtype(dtype), shape=tuple(shape)).flush()
+        # the blocks are allocated now: a full disk would otherwise kill the writers with SIGBUS
+        reserve(features, _bytes(folder), "the feature cache")
+    accelerator.wait_for_everyone()
+    mine = list(range(accelerator.process_index, n_images, accelerator.num_processes))
+    array = np.load(features, mmap_mode="r+")
+    bad: list[int] = []
+    for ids, pixels, unreadable in batches(mine):
+        bad += unreadable
+        if pixels is None:
+            continue
+        out = encode(pixels).to(dtype).cpu()
+        array[np.asarray(ids)] = (out.view(torch.int16) if dtype == torch.bfloat16 else out).numpy()
+    array.flush()
+    del array
+    (folder / f"bad-{accelerator.process_index}.json").write_text(json.dumps(bad))
+    accelerator.wait_for_everyone()
+    if main:
+        shape = list(np.load(features, mmap_mode="r").shape)
+        bad = sorted(i for path in folder.glob("bad-*.json") for i in json.loads(path.read_text()))
+        tmp = folder / "meta.json.tmp"
+        tmp.write_text(json.dumps({"format": FORMAT, "shape": shape, "torch_dtype": str(dtype), "bad": bad,
+                                  **describe}, indent=1, default=str))
+        tmp.rename(folder / "meta.json")
+    accelerator.wait_for_everyone()
+
+
 def build(accelerator: Any, key: str, n_images: int, encode: Callable[[torch.Tensor], torch.Tensor],
           batches: Callable[[list[int]], Any], dtype: torch.dtype, describe: dict) -> FeatureTable:
     """Build (if missing) and map the cache ``key`` over images ``0..n_images-1``.
@@ -163,38 +217,8 @@ def build(accelerator: Any, key: str, n_images: int, encode: Callable[[torch.Ten
     folder = cache_root() / key
     if find(key) is None:
         main = accelerator.is_main_process
-        features = folder / "features.npy"
-        shape: list[int] | None = None
-        if main:
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            # the output shape, from the first image
-            first_px = next((px for _, px, _ in batches(list(range(n_images))) if px is not None), None)
-            if first_px is None:
-                raise UserError("no training image can be read")
-            sample = encode(first_px[:1])
-            shape = [n_images, *sample.shape[1:]]
-            np.lib.format.open_memmap(features, mode="w+", dtype=_np_dtype(dtype), shape=tuple(shape)).flush()
-        accelerator.wait_for_everyone()
-        mine = list(range(accelerator.process_index, n_images, accelerator.num_processes))
-        array = np.load(features, mmap_mode="r+")
-        bad: list[int] = []
-        for ids, pixels, unreadable in batches(mine):
-            bad += unreadable
-            if pixels is None:
-                continue
-            out = encode(pixels).to(dtype).cpu()
-            array[np.asarray(ids)] = (out.view(torch.int16) if dtype == torch.bfloat16 else out).numpy()
-        array.flush()
-        del array
-        (folder / f"bad-{accelerator.process_index}.json").write_text(json.dumps(bad))
-        accelerator.wait_for_everyone()
-        if main:
-            shape = list(np.load(features, mmap_mode="r").shape)
-            bad = sorted(i for path in folder.glob("bad-*.json") for i in json.loads(path.read_text()))
-            tmp = folder / "meta.json.tmp"
-            tmp.write_text(json.dumps({"format": FORMAT, "shape": shape, "torch_dtype": str(dtype), "bad": bad,
-                                      **describe}, indent=1, default=str))
-            tmp.rename(folder / "meta.json")
-        accelerator.wait_for_everyone()
+        # A full disk: the partial folder goes, one line names the filesystem and the size (#23)
+        with guard(folder, lambda: _bytes(folder), "the feature cache", cleanup=folder if main else None,
+                   kept="training has not started; free space (or set VLTOOL_HOME elsewhere) and rerun"):
+            _build(accelerator, folder, n_images, encode, batches, dtype, describe)
     return FeatureTable(folder)

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from vltool.artifacts.disk_space import guard, size_of
 from vltool.errors import UserError
 
 STATE_FILE = "trainer_state.json"
@@ -46,14 +47,21 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, state: dict, kee
     root = checkpoint_dir(run_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-step_{step:06d}"
+    previous = latest_checkpoint(run_dir)
+    kept = (f"the last complete checkpoint {previous} is kept: free space and rerun the same command with --resume"
+            if previous is not None else "no complete checkpoint yet: free space and rerun the command")
+    # A full disk: the partial .tmp-step_* folder goes and one line names the filesystem (#23)
+    with guard(tmp, lambda: checkpoint_bytes(accelerator, previous), "checkpoint",
+               cleanup=tmp if accelerator.is_main_process else None, kept=kept):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         older = sorted(p for p in root.glob("step_*") if p != final)
@@ -61,6 +69,22 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, state: dict, kee
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_bytes(accelerator: Any, previous: Path | None = None) -> int:
+    """What one checkpoint takes on disk: the size of the last complete one, else the trainable
+    tensors plus the optimizer's state (AdamW: two tensors a parameter) estimated from memory."""
+    if previous is not None:
+        return size_of(previous)
+    total = 0
+    for model in getattr(accelerator, "_models", []):
+        total += sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    for optimizer in getattr(accelerator, "_optimizers", []):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                total += 2 * p.numel() * p.element_size() if not optimizer.state.get(p) else sum(
+                    t.numel() * t.element_size() for t in optimizer.state[p].values() if hasattr(t, "numel"))
+    return total + (64 << 10)  # scheduler, RNG states, trainer_state.json
 
 
 def load_checkpoint(accelerator: Any, path: Path) -> dict:
