@@ -105,6 +105,12 @@ def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
     except KeyboardInterrupt:  # before or after training: the loop itself raises Interrupted
         raise Interrupted("interrupted outside a training step; no artifact was written. Rerun the same "
                           "command with --resume to continue from the last checkpoint, if one was saved") from None
+    except OSError as err:  # ENOSPC outside the guarded writers (a log line): one line, exit 4 (#23)
+        from vltool.artifacts.disk_space import disk_full, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        raise disk_full(Path(err.filename or "."), None, "a file") from err
     finally:
         reporter.close()
 
@@ -687,7 +693,8 @@ def demo(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning vltool's errors into one line and their exit code.
 
-    Exit codes: 0 ok, 2 bad input, 3 a diverged run (non-finite loss), 130 interrupted (Ctrl-C).
+    Exit codes: 0 ok, 2 bad input, 3 a diverged run (non-finite loss), 4 out of disk space, 130
+    interrupted (Ctrl-C).
     """
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -31,6 +31,7 @@ from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import is_trainable_name, mma_loss
 from vltool.training.checkpoint import claim_run_folder, release_run_folder
 from vltool.training.data_loader import resolve_workers
+from vltool.training.disk_plan import run_bytes, trainable_count, warn_if_short
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
@@ -85,6 +86,9 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     with torch.no_grad(), accelerator.autocast():  # the towers may be stored in bf16 already
         before = eval_all(model, 0) if val else {}
     settings = cfg.train.model_copy(update={"eval_every": cfg.eval.every})
+    # one warning line when --out's filesystem lacks room for the checkpoints and the artifact (#23)
+    adapters_n = trainable_count(model)
+    warn_if_short(reporter, out, run_bytes([adapters_n], settings.keep_checkpoints, adapters_n))
     result = train(model, NormalisedLoss(mma_loss, scale_of(preprocess)), dataset, settings,
                    collate_fn=MMADatasetCollate(dataset, collator), run_dir=run_dir,
                    eval_fn=eval_all if val else None, reporter=reporter, resume=resume, accelerator=accelerator,

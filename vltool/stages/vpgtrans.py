@@ -469,6 +469,28 @@ def _final_eval(rows: list[dict]) -> dict[str, float]:
     return {f"final_{k}": v for k, v in evals[-1].items()} if evals else {}
 
 
+def _warn_space(setup: Setup, cfg: VPGTransRecipe, out: Path, reporter: Reporter, phases: tuple[str, ...]) -> None:
+    """One warning line before training when --out's filesystem (or the feature cache's) lacks room
+    for the checkpoints kept, the artifact and the cache (``training.disk_plan``, #23)."""
+    from vltool.data.feature_cache import cache_root
+    from vltool.training.disk_plan import run_bytes, warn_if_short
+
+    model = setup.model
+    table = {"qformer": model.qformer, "ln_vision": model.vision_model.post_layernorm,
+             "projector": model.language_projection}
+
+    def count(parts: tuple[str, ...]) -> int:
+        return sum(model.query_tokens.numel() if p == "query_tokens" else sum(x.numel() for x in table[p].parameters())
+                   for p in parts)
+
+    phase_params = [count(vlm.WARMUP_PARTS if phase == "warmup" else vlm.STAGE2_PARTS) for phase in phases]
+    writes = run_bytes(phase_params, cfg.train.keep_checkpoints, count(vlm.STAGE2_PARTS))
+    warm_set = setup.phase_sets.get("warmup", setup.train_set)
+    cached = "warmup" in phases and cfg.warmup.feature_cache and not warm_set.has_streams
+    cache_bytes = len(warm_set.images) * model.query_tokens.shape[1] * model.qformer.config.hidden_size * 2
+    warn_if_short(reporter, out, writes, cache_root(), cache_bytes if cached else 0)
+
+
 def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool = False,
                reporter: Reporter | None = None) -> Path:
     """Stage 1 only; writes a vpg artifact that ``transfer --from-warmup`` continues from."""
@@ -478,6 +500,7 @@ def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool
     claim_run_folder(_run_root(out), resume, force)
     accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
     setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random", phases=("warmup",))
+    _warn_space(setup, cfg, out, reporter, ("warmup",))
     model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
     metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
                "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
@@ -506,14 +529,17 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
         if cfg.from_scratch:
             raise UserError("--from-warmup and --from-scratch exclude each other")
         setup = prepare(cfg, reporter, "warmup", Path(from_warmup), phases=("finetune",))
+        _warn_space(setup, cfg, out, reporter, ("finetune",))
         warm = read_artifact(Path(from_warmup), kinds=("vpg",)).manifest
         offset = int(warm["metrics"].get("steps_total", 0))
         rows = [json.loads(line) for line in (Path(from_warmup) / "metrics.jsonl").read_text().splitlines()]
         metrics.update({k: v for k, v in warm["metrics"].items() if k.startswith(("converter_", "warmup_"))})
     elif cfg.from_scratch:
         setup = prepare(cfg, reporter, "scratch", phases=("finetune",))
+        _warn_space(setup, cfg, out, reporter, ("finetune",))
     else:
         setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
+        _warn_space(setup, cfg, out, reporter, ("warmup", "finetune"))
         setup.model, warm_rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
         rows = _offset(warm_rows, 0, "warmup")
         offset = timing["steps"]
