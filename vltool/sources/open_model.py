@@ -15,6 +15,10 @@ transformers are applied in one place:
 * a vpg artifact + its target LLM is assembled into one ``Blip2ForConditionalGeneration`` here
   and nowhere else.
 
+A transfer's ``--src`` is the one model read in part, on purpose: ``vpg_source.load_source``
+resolves and classifies it the same way but reads only the VPG and projector tensors (the source
+LLM, 2.7B-6.7B parameters, would be read only to be thrown away).
+
 Adapters artifacts (MM-Adapters on a base) are recognised, not built: the MMA model lives in
 ``vltool.models.mma``, above this layer, and builds on the base that ``open_model`` opens.
 

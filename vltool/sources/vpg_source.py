@@ -47,13 +47,6 @@ class VPGSource:
         return self._lm_embeddings
 
 
-def _folder(spec: str, role: str, flag: str) -> Path:
-    """The local path behind ``spec`` (a path, an alias in ``role`` or a hub id), whatever it holds."""
-    from vltool.sources.resolve import locate
-
-    return locate(spec, role, flag)[0]
-
-
 def load_blip2_folder(path: Path) -> VPGSource:
     parts = load_blip2_parts(Path(path))
     return VPGSource(
