@@ -13,10 +13,10 @@ each image twice and the cache pays). The parent samples, every 20 ms, RssAnon +
 the vltool process and every descendant (DataLoader workers; forked pages a worker shares are
 counted in each process, as the issue measured) from ``/proc``, and reports the peak.
 
-Each measured run is followed by the same run under ``tracemalloc`` (a separate process, so its
-overhead is not in the figures), whose snapshot is taken when the training loop builds its
-DataLoader (data index, models and cache live); its top allocations, and what grew from 1k to 10k
-images, go to ``bench/results/memory_flat/``.
+Each measured run is followed by the same command under ``tracemalloc`` (a separate process, so
+its overhead is not in the figures), stopped with a snapshot when the training loop builds its
+first DataLoader (data index, models and feature cache live); its top allocations, and what grew
+from 1k to 10k images, go to ``bench/results/memory_flat/``.
 
 ``--image-size 64x48`` (default) keeps decoding cheap on 2 CPUs (the images are resized to the
 replica's 16 px right away, so the pixel size does not change what is kept per sample);
@@ -131,22 +131,22 @@ def run(argv: list[str], env: dict, trace: Path | None = None) -> tuple[float, f
 
 
 def traced(trace: Path, argv: list[str]) -> None:
-    """Runs in the child: vltool in-process under tracemalloc; the snapshot taken when the loop builds its
-    DataLoader (the last one: stage 2 of a transfer) goes to ``trace`` (pickled)."""
+    """Runs in the child: vltool in-process under tracemalloc, stopped when the training loop builds its
+    first DataLoader (the data index, the models and the feature cache all live, training about to
+    start); that snapshot goes to ``trace``. Stopping there keeps the traced run short: tracemalloc
+    slows every allocation, and the measured run already covers the training steps."""
     import tracemalloc
 
-    tracemalloc.start(8)
+    tracemalloc.start(4)
     from vltool.cli import app
     from vltool.training import loop
 
-    make_loader = loop.make_loader
-
-    def snapshot_then_load(*args, **kwargs):
+    def snapshot_and_stop(*args, **kwargs):
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         snap.dump(str(trace))
-        return make_loader(*args, **kwargs)
+        os._exit(0)
 
-    loop.make_loader = snapshot_then_load
+    loop.make_loader = snapshot_and_stop
     app(argv, standalone_mode=False)
 
 
@@ -155,7 +155,7 @@ def top_report(trace: Path, smaller: Path | None, label: str) -> str:
 
     snap = tracemalloc.Snapshot.load(str(trace))
     total = sum(s.size for s in snap.statistics("filename"))
-    lines = [f"## {label}: tracemalloc at the training DataLoader's start, {total / 2**20:.1f} MiB traced",
+    lines = [f"## {label}: tracemalloc when the first training DataLoader is built, {total / 2**20:.1f} MiB traced",
              "# top allocations by line"]
     lines += [str(s) for s in snap.statistics("lineno")[:15]]
     if smaller is not None and smaller.is_file():
