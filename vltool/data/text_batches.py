@@ -46,8 +46,8 @@ def end_of_text_id(tokenizer, end_of_text: str | None, where: str = "the target 
 
 
 def join_prompt(prompt: str, answer: str) -> str:
-    """Prompt and answer with one space between them when the prompt needs it."""
-    if not prompt or prompt.endswith((" ", "\n")):
+    """Prompt and answer with one space between them when neither brings its own."""
+    if not prompt or prompt.endswith((" ", "\n")) or answer.startswith((" ", "\n")):
         return prompt + answer
     return f"{prompt} {answer}"
 

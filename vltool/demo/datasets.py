@@ -39,6 +39,13 @@ CANONICAL = {syn: word for word, syns in SYNONYMS.items() for syn in syns}
 ATTRS = ("colour", "shape", "size", "pos")
 
 
+# The world's LMs were pre-trained on "prompt answer" documents (world.sqa_text, one space between).
+# The MMA collator joins prompt and answer as LaVIN does, with nothing between them (real ScienceQA:
+# "Response:The answer is A."), so the demo's answers carry their own space: the demo trains and
+# scores the text its LMs learned. The references (what generations are scored against) do not.
+SPACE = " "
+
+
 def write_world_data(root: Path, seed: int, sizes: dict[str, int] | None = None) -> dict[str, int]:
     """Render images and write ``{split}_{kind}.json`` under ``root``; returns sample counts."""
     counts = {}
@@ -104,10 +111,11 @@ def read_demo(root: Path, kind: str, split: str) -> list[Sample]:
                     "has_hint": r["context"] != "N/A", "subject": r["subject"], "category": r["category"],
                     "grade": "grade1"}
             prompt = sqa_prompt(r["question"], r["context"], r["options"])
-            out.append(Sample(r["id"], image(r["image"]), prompt, target, [target], meta))
+            out.append(Sample(r["id"], image(r["image"]), prompt, SPACE + target, [target], meta))
         return out
-    return [Sample(r["id"], None, instruction_prompt(r["instruction"]), r["output"], [r["output"]])
+    return [Sample(r["id"], None, instruction_prompt(r["instruction"]), SPACE + r["output"], [r["output"]])
             for r in rows]
+
 
 
 def caption_attributes(text: str) -> dict[str, str | None]:
