@@ -86,13 +86,17 @@ def test_old_blip2_snapshot_opens_with_image_token_added(hub: Path) -> None:
     assert opened.model.generation_config.eos_token_id == [published, opened.tokenizer.eos_token_id]
 
 
-def test_bf16_transfer_loads_the_target_in_bf16_and_merges(hub: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_transfer_loads_the_target_in_bf16_and_merges(hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           request: pytest.FixtureRequest) -> None:
     """train.precision=bf16: the target is read in bf16 (no fp32 copy), trains, and merges."""
+    from accelerate.state import AcceleratorState
     from PIL import Image
 
     import vltool.sources.open_model as om
 
+    # Accelerate keeps one mixed precision per process: this test switches it, so reset around it
+    AcceleratorState._reset_state()
+    request.addfinalizer(AcceleratorState._reset_state)
     seen: list[torch.dtype] = []
     real = om._opened_causal_lm
 
