@@ -6,7 +6,11 @@ projector train again -- VPGTrans's step-3 run keeps ``only_proj: False`` and ``
 (github.com/VPGTrans/VPGTrans@32e885c ``run_scripts/blip2/scale_up_train/vicuna_vpgtrans_step3_self_instruct.sh``,
 ``lavis/models/blip2_models/blip2_vicuna.py``, where ``freeze_vit`` freezes the ViT only and
 ``only_proj`` would freeze ln_vision, Q-Former and queries) -- the parts stage 2 trains
-(``vlm.STAGE2_PARTS``; MiniGPT-4's own stage 2 trains the projector alone), on MiniGPT-4's aligned
+(``vlm.STAGE2_PARTS``). MiniGPT-4's own stage 2 differs: it trains the projector alone
+(github.com/Vision-CAIR/MiniGPT-4@d94738a ``minigpt4/configs/models/minigpt4_vicuna0.yaml``:
+``freeze_vit``, ``freeze_qformer``) at lr 3e-5 -> 1e-5 (``train_configs/minigpt4_stage2_finetune.yaml``:
+batch 12, 5 x 200 iterations, 200 warm-up steps); VPGTrans's step 3 keeps MiniGPT-4's turn, data,
+160 tokens and 200 warm-up iterations, and sets 1e-5 -> 1e-6, 800 iterations of 6 per GPU. Data: MiniGPT-4's aligned
 set (``cc_sbu_align:DIR``) in the chat turn (``vltool.models.chat_layout``). The ViT and the LLM
 stay frozen, as in every VPGTrans stage. Without ``chat`` the recipe's caption layout is used.
 
