@@ -196,6 +196,8 @@ def test_chat_stage_end_to_end_on_real_layouts(tmp_path: Path, monkeypatch: pyte
     invoke(["merge", str(chat), "--out", str(merged)])
     folder = read_artifact(merged).manifest
     assert folder["layout"] == "vl-chat" and folder["stop_strings"] == ["###"]
+    card = (merged / "README.md").read_text()  # the model card shows the plain-transformers call
+    assert "apply_chat_template(messages, tokenize=False)" in card and 'stop_strings="###"' in card
     tokenizer = AutoTokenizer.from_pretrained(str(merged))
     processor = Blip2Processor.from_pretrained(str(merged))
     assert processor.num_query_tokens is None  # the template writes the image tokens itself
@@ -226,3 +228,26 @@ def test_chat_stage_end_to_end_on_real_layouts(tmp_path: Path, monkeypatch: pyte
     sample = Sample("2", str(image), instruction, "")
     assert new == predictor.generate([sample], settings)[0]
     assert new == load_predictor(str(merged)).generate([sample], settings)[0]  # the merged folder, in vltool
+
+
+def test_from_vpg_refusals(tmp_path: Path) -> None:
+    """One clear line each: a chat recipe with a caption prompt, --from-vpg beside --from-warmup, no data."""
+    from vltool.artifacts import ArtifactWriter
+    from vltool.config.loader import load_recipe
+
+    recipe = tmp_path / "chat.yaml"
+    recipe.write_text("stage: transfer\nsrc: a\ndst: b\nprompt: 'a photo of'\nchat: {}\n")
+    with pytest.raises(UserError, match=r"with chat set, the instruction is the prompt"):
+        load_recipe(recipe, "transfer")
+    recipe.write_text("stage: transfer\nsrc: a\ndst: b\nchat: {template: '###Human: ###Assistant: '}\n")
+    with pytest.raises(UserError, match=r"chat.template .* must hold exactly one \{\}"):
+        load_recipe(recipe, "transfer")
+    art = tmp_path / "vpg"
+    with ArtifactWriter(art, "vpg") as writer:
+        writer.manifest["recipe"] = {"src": "opt6.7b", "dst": "vicuna7b"}
+    with pytest.raises(UserError, match=r"--from-vpg continues a finished vpg artifact; drop --from-warmup"):
+        invoke(["transfer", "-r", "vpgtrans/vicuna7b-chat", "--from-vpg", str(art), "--from-warmup", str(art),
+                "--out", str(tmp_path / "o")])
+    with pytest.raises(UserError, match=r"--from-vpg trains on the recipe's data.train or --data"):
+        invoke(["transfer", "-r", "vpgtrans/vicuna7b-chat", "--from-vpg", str(art), "data.train=[]",
+                "--out", str(tmp_path / "o")])
