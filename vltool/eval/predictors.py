@@ -161,7 +161,7 @@ class Predictor:
 
 
 class MMAPredictor(Predictor):
-    """LaVIN's layout: [BOS] "Image:" visual tokens / "Image: N/A", prompt; routed per sample."""
+    """LaVIN's layout: [BOS] "Image: " visual tokens / "Image: N/A", prompt; routed per sample."""
 
     def __init__(self, name: str, model, tokenizer, image_processor, max_length: int = 512) -> None:
         from vltool.data.vl_dataset import image_preprocessor
