@@ -169,7 +169,9 @@ def _generation_config(folder: Path, bos: int, eos: int, pad: int | None) -> Non
 
 
 def opt_config(vocab: int, hidden: int = 32) -> dict:
-    """facebook/opt-*'s config.json structure, tiny."""
+    """facebook/opt-*'s config.json structure, tiny: bos 2, eos 2, pad 1, prefix "</s>", torch_dtype
+    float16, 50272 embedding rows for 50265 tokens (facebook/opt-6.7b's config as printed in a public
+    script of the search tool's code corpus, find_string '"_name_or_path": "facebook/opt-6.7b"')."""
     return {"_name_or_path": "facebook/opt-6.7b", "_remove_final_layer_norm": False, "activation_dropout": 0.0,
             "activation_function": "relu", "architectures": ["OPTForCausalLM"], "attention_dropout": 0.0,
             "bos_token_id": 2, "do_layer_norm_before": True, "dropout": 0.1, "eos_token_id": 2,
@@ -295,10 +297,11 @@ def build_blip2_opt(cache: Path, hub_id: str = "Salesforce/blip2-opt-2.7b", hidd
     (Salesforce/blip2-opt-2.7b config.json as quoted in a public notes file of the search tool's code
     corpus, find_string '"image_token_index": 50265'; the update of the hub configs and weights:
     https://github.com/huggingface/transformers/pull/34876). Weights: ``model-0000{1,2}-of-00002
-    .safetensors`` + index (fp32); tokenizer with ``<image>`` in ``added_tokens.json``;
-    ``processor_config.json`` with ``num_query_tokens`` (the 4.47 processor attributes,
-    https://github.com/huggingface/transformers/issues/34109). blip2-opt-6.7b is laid out the same
-    way (the same update, PR 34876, covered every BLIP-2 repository).
+    .safetensors`` + index (fp32; the repository's model.safetensors.index.json is linked in
+    https://github.com/microsoft/OmniParser/issues/30); tokenizer with ``<image>`` in
+    ``added_tokens.json``; ``processor_config.json`` with ``num_query_tokens`` (the 4.47 processor
+    attributes, https://github.com/huggingface/transformers/issues/34109). blip2-opt-6.7b is assumed
+    laid out the same way (PR 34876 updated the BLIP-2 hub repositories; its own files were not found).
     """
     from transformers import BlipImageProcessor
 
@@ -338,7 +341,10 @@ def build_blip2_opt_old(cache: Path, hub_id: str = "Salesforce/blip2-opt-2.7b", 
     What that update added is absent: no ``<image>`` token (no ``added_tokens.json``), no
     ``image_token_index`` and no ``processor_config.json`` (the attributes a pre-4.47 snapshot lacks,
     https://github.com/huggingface/transformers/issues/34109), OPT's own 50272-row embeddings (the
-    update grew them to 50304, PR 34876), and weights as sharded ``pytorch_model-*.bin`` only.
+    update grew them to 50304, PR 34876), and weights as sharded ``pytorch_model-*.bin`` only (as
+    issue #20 reports them; no public copy of that file list was found to confirm it). The 4.47-era
+    processor attribute ``num_query_tokens`` in ``processor_config.json`` came with the update
+    (https://github.com/candle-org/MindAct/issues/1905, Jan 2025: "one month ago").
     Reach it as ``Salesforce/blip2-opt-2.7b@OLD_BLIP2_REVISION``.
     """
     from transformers import BlipImageProcessor
@@ -401,6 +407,8 @@ REPOS = {
     "Salesforce/blip2-opt-6.7b": lambda cache: build_blip2_opt(cache, "Salesforce/blip2-opt-6.7b", hidden=40,
                                                                seed=5, text_name="facebook/opt-6.7b"),
     "facebook/opt-6.7b": build_opt,
+    # the target of the shipped opt2.7b-to-opt6.7b reverse direction and of --dst opt2.7b; laid out as
+    # facebook/opt-6.7b (config values as opt_config cites; its shard list was not confirmed publicly)
     "facebook/opt-2.7b": lambda cache: build_opt(cache, "facebook/opt-2.7b", hidden=32, seed=6),
     "lmsys/vicuna-7b-v1.1": lambda cache: build_llama(cache, "lmsys/vicuna-7b-v1.1", "bin",
                                                       config_ids=VICUNA_CONFIG_IDS,
