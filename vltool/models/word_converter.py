@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +43,44 @@ from vltool.models.projector_merge import merge_projector  # noqa: F401  (re-exp
 from vltool.sources.hf_blip2 import input_word_embeddings  # noqa: F401  (re-exported: what g maps between)
 
 _NOT_WORD = re.compile(r"[^\w\s]|_")
+
+
+class RaggedRows(Sequence[list[int]]):
+    """Per caption the pair index of each of its tokens, as one flat array plus row lengths.
+
+    A list of Python lists costs about 350 bytes a caption (held two or three times over while
+    aligning and fitting), which at COCO + SBU's 1.4M warm-up captions is gigabytes that the
+    allocator keeps and forked DataLoader workers inherit (#23); this is 4 bytes a token.
+    """
+
+    def __init__(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        self.flat, self.lengths = flat.astype(np.int64, copy=False), lengths.astype(np.int64, copy=False)
+        self.starts = np.cumsum(self.lengths) - self.lengths
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[int]]) -> RaggedRows:
+        if isinstance(rows, RaggedRows):
+            return rows
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(lengths.sum()))
+        return cls(flat, lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        start = int(self.starts[i])
+        return self.flat[start:start + int(self.lengths[i])].tolist()
+
+    def remap(self, position: np.ndarray) -> RaggedRows:
+        """Each index through ``position`` (-1 drops it); captions left empty are dropped, as before."""
+        mapped = position[self.flat]
+        keep = mapped >= 0
+        row = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        lengths = np.bincount(row[keep], minlength=len(self.lengths))
+        return RaggedRows(mapped[keep], lengths[lengths > 0])
 
 
 @dataclass
@@ -56,13 +95,15 @@ class ConverterData:
     total: int  # distinct tokens / words seen
     mode: str  # "token ids" | "words"
     stats: dict[str, float] = field(default_factory=dict)
-    captions: list[list[int]] = field(default_factory=list)  # per caption, the pair index of each of its tokens
+    # per caption, the pair index of each of its tokens (a RaggedRows from ``align``; lists are accepted)
+    captions: Sequence[Sequence[int]] = field(default_factory=list)
 
-    def caption_rows(self) -> list[list[int]]:
+    def caption_rows(self) -> RaggedRows:
         """Per caption its pairs (with repeats); without caption structure, one row per occurrence."""
-        if self.captions:
-            return self.captions
-        return [[i] for i, c in enumerate(self.counts.long().clamp(min=1).tolist()) for _ in range(c)]
+        if len(self.captions):
+            return RaggedRows.of(self.captions)
+        counts = self.counts.long().clamp(min=1).numpy()
+        return RaggedRows(np.repeat(np.arange(len(counts)), counts), np.ones(int(counts.sum()), dtype=np.int64))
 
 
 def normalize_caption(text: str) -> str:
@@ -85,18 +126,25 @@ def _excluded(tokenizer: Any) -> set[int]:
 
 
 def _align_ids(texts: Sequence[str], tok: Any, src_emb: torch.Tensor, tgt_emb: torch.Tensor) -> ConverterData:
-    encoded = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
-    counts = Counter(i for row in encoded for i in row)
+    # tokenised a few thousand captions at a time into one flat array (no list per caption kept, #23)
+    pieces, lengths = [], []
+    for start in range(0, len(texts), 4096):
+        rows = tok(list(texts[start:start + 4096]), add_special_tokens=False)["input_ids"]
+        lengths.append(np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows)))
+        pieces.append(np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(lengths[-1].sum())))
+    flat, per_caption = np.concatenate(pieces), np.concatenate(lengths)
+    counts = np.bincount(flat) if len(flat) else np.zeros(0, dtype=np.int64)
     limit, excluded = min(len(src_emb), len(tgt_emb)), _excluded(tok)
-    ids = sorted(i for i in counts if i not in excluded and i < limit)
-    position = {i: k for k, i in enumerate(ids)}
-    captions = [row for row in ([position[i] for i in r if i in position] for r in encoded) if row]
+    ids = [i for i in np.flatnonzero(counts).tolist() if i not in excluded and i < limit]
+    position = np.full(max(len(counts), 1), -1, dtype=np.int64)
+    position[ids] = np.arange(len(ids))
+    captions = RaggedRows(flat, per_caption).remap(position)
     index = torch.tensor(ids, dtype=torch.long)
-    occurrences = sum(counts.values())
-    kept = sum(counts[i] for i in ids)
+    occurrences = int(counts.sum())
+    kept = int(counts[ids].sum()) if ids else 0
     return ConverterData(src_emb[index].float(), tgt_emb[index].float(),
-                         torch.tensor([counts[i] for i in ids], dtype=torch.float),
-                         tok.convert_ids_to_tokens(ids), len(ids), len(counts), "token ids",
+                         torch.tensor(counts[ids] if ids else [], dtype=torch.float),
+                         tok.convert_ids_to_tokens(ids), len(ids), int((counts > 0).sum()), "token ids",
                          {"occurrences": float(occurrences), "occurrences_matched": float(kept)}, captions)
 
 
@@ -156,7 +204,7 @@ def _align_words(texts: Sequence[str], src_tok: Any, tgt_tok: Any, src_emb: torc
         raise ValueError("no caption word could be spelt by both tokenizers")
     entries = sorted(pairs)
     position = {e: k for k, e in enumerate(entries)}
-    captions = [[position[e] for e in row] for row in per_caption if row]
+    captions = RaggedRows.of([[position[e] for e in row] for row in per_caption if row])
     source = torch.stack([src_emb[list(s)].float().mean(0) for _, s, _ in entries])
     target = torch.stack([tgt_emb[list(t)].float().mean(0) for _, _, t in entries])
     matched_words = {w for w, _, _ in entries}
@@ -192,7 +240,7 @@ def split_held_out(data: ConverterData, fraction: float, seed: int) -> tuple[lis
 CHUNK_ROWS = 8192  # token rows per forward/backward inside one SGD step (bounds the fit's memory)
 
 
-def fit_sgd(src: torch.Tensor, tgt: torch.Tensor, captions: list[list[int]], lr: float, epochs: int,
+def fit_sgd(src: torch.Tensor, tgt: torch.Tensor, captions: Sequence[Sequence[int]], lr: float, epochs: int,
             batch_captions: int, seed: int) -> nn.Linear:
     """The official fit: plain SGD on mean(1 - cos) over the token occurrences of ``batch_captions``
     captions a step (every token of a caption, so frequent words weigh more), captions shuffled each epoch.
@@ -210,9 +258,9 @@ def fit_sgd(src: torch.Tensor, tgt: torch.Tensor, captions: list[list[int]], lr:
     torch.manual_seed(seed)
     g = nn.Linear(src.shape[1], tgt.shape[1]).to(src.device)
     optim = torch.optim.SGD(g.parameters(), lr=lr)
-    lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
+    ragged = RaggedRows.of(captions)
+    lengths, flat = torch.from_numpy(ragged.lengths.copy()), torch.from_numpy(ragged.flat.copy())
     keep = torch.nonzero(lengths > 0).flatten()  # empty captions take no part (as before)
-    flat = torch.tensor([i for c in captions for i in c], dtype=torch.long)
     starts = torch.cumsum(lengths, 0) - lengths
     lengths, starts = lengths[keep], starts[keep]
     for _ in range(epochs):
@@ -271,8 +319,9 @@ def _fit(data: ConverterData, keep: list[int], method: str, lr: float, epochs: i
     """Fit g on the pairs ``keep`` (SGD over the captions' occurrences of those pairs)."""
     src, tgt, counts = data.source.detach().float(), data.target.detach().float(), data.counts.float()
     if method == "sgd":
-        position = {k: i for i, k in enumerate(keep)}
-        captions = [[position[k] for k in row if k in position] for row in data.caption_rows()]
+        position = np.full(len(data.keys), -1, dtype=np.int64)
+        position[keep] = np.arange(len(keep))
+        captions = data.caption_rows().remap(position)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         index = torch.tensor(keep, dtype=torch.long)
         return fit_sgd(src[index].to(dev), tgt[index].to(dev), captions, lr, epochs, batch_captions, seed)
