@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -109,3 +110,11 @@ def test_converter_fit_in_chunks_is_the_same_fit(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(word_converter, "CHUNK_ROWS", 7)  # many chunks a step: the same fit up to rounding
     chunked = word_converter.fit_sgd(src, tgt, captions, 5.0, 3, 64, 0)
     torch.testing.assert_close(chunked.weight, whole.weight, rtol=0, atol=1e-5)
+
+
+def test_converter_captions_are_one_flat_array() -> None:
+    rows = word_converter.RaggedRows.of([[3, 1, 3], [], [2], [0, 2]])
+    assert list(rows) == [[3, 1, 3], [], [2], [0, 2]] and rows.flat.tolist() == [3, 1, 3, 2, 0, 2]
+    # pairs 1 and 2 kept (as 0 and 1): captions left empty go, as the list version dropped them
+    kept = rows.remap(np.array([-1, 0, 1, -1]))
+    assert list(kept) == [[0], [1], [1]]
