@@ -1,0 +1,118 @@
+"""Experiment trackers (``--report-to``), tested with TensorBoard for real: real ``vltool``
+subprocesses on the quick demo world write event files, which TensorBoard's own reader
+(``event_accumulator``) reads back and which must say what the artifact's ``metrics.jsonl`` says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorboard")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # noqa: E402
+from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+
+from vltool.eval.metric_fields import is_metric  # noqa: E402
+from vltool.training.tracking import flat_config, parse_report_to  # noqa: E402
+
+VLTOOL = str(Path(sys.executable).parent / "vltool")
+TRANSFER = ["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",
+            "--val-data", "demo:caption", "warmup.max_steps=4", "train.max_steps=6", "data.max_train_samples=48",
+            "data.max_val_samples=8", "train.batch_size=8", "eval.max_new_tokens=4", "eval.every=2",
+            "train.log_every=1", "train.save_every=2"]
+
+
+def vltool(home: Path, args: list[str], fault: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLTOOL_HOME": str(home), "VLTOOL_DEMO_PROFILE": "quick", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "40", "VLTOOL_FAULT_AFTER_STEP": fault}
+    return subprocess.run([VLTOOL, *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def expected_scalars(artifact: Path) -> dict[str, list[tuple[int, float]]]:
+    """What the trackers must have received: every metrics.jsonl row, as (step, value) per tag."""
+    tags: dict[str, list[tuple[int, float]]] = {}
+    for line in (artifact / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval" in row:
+            values = {f"eval/{k}": v for k, v in row["eval"].items() if is_metric(k)}
+        else:
+            values = {f"train/{k}": row[k] for k in ("loss", "lr", "samples_per_s")}
+        for tag, value in values.items():
+            tags.setdefault(tag, []).append((row["step"], value))
+    return tags
+
+
+def logged_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def assert_same_curves(logged: dict, expected: dict) -> None:
+    assert sorted(logged) == sorted(expected)
+    for tag, points in expected.items():
+        assert [s for s, _ in logged[tag]] == [s for s, _ in points], tag
+        assert [v for _, v in logged[tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag  # float32
+
+
+def test_transfer_reports_to_tensorboard_what_metrics_jsonl_says(quick_world: Path, tmp_path: Path) -> None:
+    out, logs = tmp_path / "vpg", tmp_path / "tb"
+    done = vltool(quick_world, [*TRANSFER, "--out", str(out), "--json", "--report-to", "tensorboard",
+                                "--run-name", "first-try", "--tracking-dir", str(logs)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # stdout is the JSON and nothing else
+    assert result["steps"] == 10 and result["artifact"] == str(out) and result["kind"] == "vpg"
+    assert "val_loss" in result["metrics"] and "ptb_tokenizer" not in result["metrics"]
+    assert "Loading weights" not in done.stderr and "ptb_tokenizer" not in done.stderr
+
+    expected = expected_scalars(out)
+    assert [s for s, _ in expected["train/loss"]] == list(range(1, 11))  # warm-up 1-4, fine-tuning 5-10
+    assert_same_curves(logged_scalars(logs / "first-try"), expected)
+
+    # the resolved recipe is the run's config (TensorBoard's HParams)
+    manifest = json.loads((out / "manifest.json").read_text())
+    [hparams_dir] = [p.parent for p in (logs / "first-try").glob("*/events.out.tfevents.*")]
+    acc = EventAccumulator(str(hparams_dir))
+    acc.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    stored = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.session_start_info.hparams.items()}
+    want = flat_config(manifest["recipe"])
+    assert stored.keys() == want.keys() and stored["train.report_to"] == '["tensorboard"]'
+    assert stored == pytest.approx({k: float(v) if isinstance(v, (int, float)) else v for k, v in want.items()})
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_the_same_curve(quick_world: Path, tmp_path: Path) -> None:
+    out, logs = tmp_path / "vpg", tmp_path / "tb"
+    args = [*TRANSFER, "--out", str(out), "--report-to", "tensorboard", "--tracking-dir", str(logs)]
+    killed = vltool(quick_world, args, fault="finetune:5:KILL")  # logged up to step 9, checkpoint at 8
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = vltool(quick_world, [*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    raw = [event.step for path in sorted((logs / "vpg").glob("events.out.tfevents.*"))
+           for event in EventFileLoader(str(path)).Load() if event.summary.value
+           and event.summary.value[0].tag == "train/loss"]
+    assert raw.count(9) == 2  # the killed run logged step 9 and the resumed one logged it again...
+    assert_same_curves(logged_scalars(logs / "vpg"), expected_scalars(out))  # ...and the reader shows it once
+
+
+def test_report_to_takes_the_documented_trackers_only() -> None:
+    assert parse_report_to("tensorboard,wandb") == ["tensorboard", "wandb"]
+    assert parse_report_to(None) == ["none"] and parse_report_to(["mlflow"]) == ["mlflow"]
+    for bad in ("tensorbord", "none,wandb"):
+        with pytest.raises(ValueError):
+            parse_report_to(bad)
+
+
+def test_a_bad_tracker_is_one_line_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([VLTOOL, "warmup", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--dry-run",
+                           "--report-to", "tensorbord"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "tensorbord" in done.stderr and "tensorboard, wandb, mlflow, aim, comet_ml, clearml, none" in done.stderr
