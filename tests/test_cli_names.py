@@ -21,7 +21,7 @@ def captured_stage(monkeypatch: pytest.MonkeyPatch, module: str, name: str) -> d
 
     seen: dict = {}
     monkeypatch.setattr(importlib.import_module(module), name, lambda cfg, *a, **k: seen.setdefault("cfg", cfg))
-    monkeypatch.setattr("vltool.cli._show_artifact", lambda path: None)
+    monkeypatch.setattr("vltool.cli._show_artifact", lambda path, *a, **k: None)
     return seen
 
 

@@ -78,7 +78,7 @@ def test_each_command_line_makes_the_stage_call_of_its_step(quick: bool, monkeyp
     monkeypatch.setattr(merge, "run", recorder("merge.run"))
     monkeypatch.setattr(tune_mma, "run", recorder("tune_mma.run"))
     monkeypatch.setattr(evaluate, "run", recorder("evaluate.run", {}))
-    monkeypatch.setattr("vltool.cli._show_artifact", lambda path: None)
+    monkeypatch.setattr("vltool.cli._show_artifact", lambda path, *a, **k: None)
     for step in pipeline.commands(tmp_path, quick):
         calls.clear()
         app(step.argv, standalone_mode=False)
