@@ -116,3 +116,39 @@ def test_a_bad_tracker_is_one_line_exit_2(tmp_path: Path) -> None:
                            "--report-to", "tensorbord"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "tensorbord" in done.stderr and "tensorboard, wandb, mlflow, aim, comet_ml, clearml, none" in done.stderr
+
+
+TWO_PROCESS_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+from loop_fixture import TinyNet, make_data, mse, settings
+from vltool.training.loop import make_accelerator, train
+from vltool.training.tracking import Tracking, end_tracking
+
+out = Path(sys.argv[1])
+torch.manual_seed(0)
+accelerator = make_accelerator("no", cpu=True, tracking=Tracking(["tensorboard"], out / "tb", "ddp", {"train.lr": 0.03}))
+train(TinyNet(), mse, make_data(), settings(6), run_dir=out, accelerator=accelerator)
+(out / f"trackers_rank{accelerator.process_index}").write_text(str(len(accelerator.trackers)))
+end_tracking(accelerator)
+"""
+
+
+@pytest.mark.dist
+def test_two_processes_log_once_from_the_main_process(tmp_path: Path) -> None:
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    tests = Path(__file__).parent
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+                    str(tmp_path)], check=True, env=env, timeout=300)
+    assert (tmp_path / "trackers_rank1").is_file()  # both processes ran to the end
+    scalar_files = list((tmp_path / "tb" / "ddp").glob("events.out.tfevents.*"))
+    assert len(scalar_files) == 1  # one writer: the main process
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = logged_scalars(tmp_path / "tb" / "ddp")
+    assert [s for s, _ in logged["train/loss"]] == [r["step"] for r in rows] == list(range(1, 7))
+    assert [v for _, v in logged["train/loss"]] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
