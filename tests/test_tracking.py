@@ -152,3 +152,19 @@ def test_two_processes_log_once_from_the_main_process(tmp_path: Path) -> None:
     logged = logged_scalars(tmp_path / "tb" / "ddp")
     assert [s for s, _ in logged["train/loss"]] == [r["step"] for r in rows] == list(range(1, 7))
     assert [v for _, v in logged["train/loss"]] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_transfer_from_warmup_counts_on_from_the_warmup_steps(quick_world: Path, tmp_path: Path) -> None:
+    warm = tmp_path / "warm"
+    small = [a for a in TRANSFER[9:] if not a.startswith("train.max_steps")]  # the overrides, warm-up length kept
+    done = vltool(quick_world, ["warmup", *TRANSFER[1:9], *small, "--out", str(warm)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    out, logs = tmp_path / "vpg", tmp_path / "tb"
+    done = vltool(quick_world, ["transfer", "--from-warmup", str(warm), "train.max_steps=6", *small, "--out", str(out),
+                                "--report-to", "tensorboard", "--tracking-dir", str(logs)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = logged_scalars(logs / "vpg")
+    assert [s for s, _ in logged["train/loss"]] == list(range(5, 11))  # after the warm-up's 4 steps
+    expected = {tag: [(s, v) for s, v in points if s > 4] for tag, points in expected_scalars(out).items()}
+    assert_same_curves(logged, expected)

@@ -51,7 +51,7 @@ from vltool.training.data_loader import iterate, make_loader, resolve_workers
 from vltool.training.gather import whole_tensors
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import NullReporter, Reporter
-from vltool.training.tracking import end_tracking, tracking_for
+from vltool.training.tracking import continue_steps, end_tracking, tracking_for
 
 
 @dataclass
@@ -532,6 +532,7 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
         _warn_space(setup, cfg, out, reporter, ("finetune",))
         warm = read_artifact(Path(from_warmup), kinds=("vpg",)).manifest
         offset = int(warm["metrics"].get("steps_total", 0))
+        continue_steps(accelerator, offset)  # trackers count on from the warm-up's steps, as metrics.jsonl
         rows = [json.loads(line) for line in (Path(from_warmup) / "metrics.jsonl").read_text().splitlines()]
         metrics.update({k: v for k, v in warm["metrics"].items() if k.startswith(("converter_", "warmup_"))})
     elif cfg.from_scratch:

@@ -131,6 +131,13 @@ def begin_phase(accelerator: Any, total_steps: int) -> int:
     return offset
 
 
+def continue_steps(accelerator: Any, steps: int) -> None:
+    """Start this stage's tracker steps after ``steps`` done elsewhere (``transfer --from-warmup``:
+    the warm-up artifact's steps, as its ``metrics.jsonl`` counts them)."""
+    if accelerator in _STEP_OFFSETS:
+        _STEP_OFFSETS[accelerator] += steps
+
+
 def restart_curve(accelerator: Any, first_step: int) -> None:
     """Mark that this phase's rows start at ``first_step``: rows at or after it from an earlier,
     interrupted run of the same run folder are hidden (TensorBoard's purge on ``SessionLog.START``)."""
