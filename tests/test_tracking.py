@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # noqa: E402
-from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import plugin_data_pb2
 
-from vltool.eval.metric_fields import is_metric  # noqa: E402
-from vltool.training.tracking import flat_config, parse_report_to  # noqa: E402
+from vltool.eval.metric_fields import is_metric
+from vltool.training.tracking import flat_config, parse_report_to
 
 VLTOOL = str(Path(sys.executable).parent / "vltool")
 TRANSFER = ["transfer", "--src", "demo-blip2-opt-s", "--dst", "demo-llama", "--data", "demo:caption",

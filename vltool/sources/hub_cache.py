@@ -141,7 +141,12 @@ def download_command(hub_id: str, revision: str | None = None) -> str:
 def download(hub_id: str, revision: str | None, flag: str) -> Path:
     """``snapshot_download`` into the cache (progress bars on stderr); a one-line UserError on failure."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import (
+        HfHubHTTPError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         path = snapshot_download(hub_id, revision=revision, cache_dir=str(hf_cache_dir()),

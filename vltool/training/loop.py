@@ -63,7 +63,14 @@ from vltool.training.processes import is_sharded
 from vltool.training.progress import NullReporter, Reporter
 from vltool.training.sampler import StepBatchSampler
 from vltool.training.settings import TrainSettings
-from vltool.training.tracking import Tracking, accelerator_kwargs, begin_phase, log_row, restart_curve, start_tracking
+from vltool.training.tracking import (
+    Tracking,
+    accelerator_kwargs,
+    begin_phase,
+    log_row,
+    restart_curve,
+    start_tracking,
+)
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[nn.Module, int], dict[str, float]]

@@ -38,7 +38,7 @@ def rows_table(title: str, columns: Sequence[str], rows: Sequence[Row]) -> Table
 
 def plain_lines(title: str, columns: Sequence[str], rows: Sequence[Row]) -> list[str]:
     """The pipe form of a table: ``# title``, the header, then one tab-separated line per row."""
-    cell = lambda v: " ".join(fmt_value(v).split())  # a tab or newline inside a cell would split it  # noqa: E731
+    cell = lambda v: " ".join(fmt_value(v).split())  # a tab or newline inside a cell would split it
     return [f"# {title}", "\t".join(columns)] + ["\t".join(cell(v) for v in row) for row in rows]
 
 
@@ -109,7 +109,7 @@ def show_metrics(console: Console, title: str, metrics_by_column: Mapping[str, M
 def demo_summary_rows(report: Mapping[str, Any]) -> list[list[str]]:
     """The demo's headline numbers beside the papers' (the same figures as report.md)."""
     v, m, merge = report["vpgtrans"], report["mma"], report["merge"]
-    pct = lambda x: "n/a" if x is None else f"{x:.3g}%"  # noqa: E731
+    pct = lambda x: "n/a" if x is None else f"{x:.3g}%"
     speedup = "never reached" if v.get("speedup") is None else (
         f"{v['speedup']:.2f}x ({v['steps_transfer']} vs {v['steps_scratch']} steps)")
     return [
