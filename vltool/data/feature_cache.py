@@ -144,6 +144,10 @@ def image_batches(table: Any, batch_size: int, workers: int) -> Callable[[list[i
     from torch.utils.data import DataLoader
 
     def run(indices: list[int]):
+        if workers:
+            from vltool.data.heap import release_free_memory
+
+            release_free_memory()  # the workers fork now: give the setup's freed pages back first (#23)
         return DataLoader(_Images(table, indices), batch_size=batch_size, num_workers=workers, collate_fn=_stack)
 
     return run

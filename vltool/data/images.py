@@ -117,12 +117,21 @@ def _problems(paths: list[str], thorough: bool) -> list[str | None]:
         return [image_problem(p, thorough) for p in paths]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from functools import partial
 
-    # spawned, not forked: a forked checker would start as a copy of this process, models loaded
-    # (its page tables copied, and its pages counted again by every per-process memory figure)
-    with ProcessPoolExecutor(max_workers=max(1, cpu_count()), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(partial(image_problem, thorough=thorough), paths, chunksize=256))
+    check = partial(image_problem, thorough=thorough)
+    # Spawned, not forked: a forked checker starts as a copy of this process, models loaded (its page
+    # tables copied, its pages counted again by every per-process memory figure, #23). A script that
+    # calls vltool without an `if __name__ == "__main__":` guard cannot spawn; it gets forked ones.
+    try:
+        with ProcessPoolExecutor(max_workers=max(1, cpu_count()),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(check, paths, chunksize=256))
+    except BrokenProcessPool:
+        with ProcessPoolExecutor(max_workers=max(1, cpu_count()),
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(check, paths, chunksize=256))
 
 
 def _images_of(samples: Sequence[Sample]) -> tuple[list[str], list[int] | np.ndarray]:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vltool.data.heap import release_free_memory
 from vltool.data.workers import auto_workers
 from vltool.errors import UserError
 
@@ -61,6 +62,7 @@ def make_loader(dataset: Dataset, batch_sampler: Iterable[list[Any]], collate_fn
     kwargs: dict[str, Any] = {}
     if workers:
         kwargs["prefetch_factor"] = prefetch_factor
+        release_free_memory()
     return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), **kwargs)
 
