@@ -42,7 +42,7 @@ class Source:
 
     spec: str
     ratio: float | None
-    samples: list[Sample] | None = None
+    samples: Sequence[Sample] | None = None  # a SampleTable for JSON sources (flat arrays, #23)
     shards: list[Path] | None = None
     size: int = 0
 
