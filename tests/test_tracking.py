@@ -168,3 +168,27 @@ def test_transfer_from_warmup_counts_on_from_the_warmup_steps(quick_world: Path,
     assert [s for s, _ in logged["train/loss"]] == list(range(5, 11))  # after the warm-up's 4 steps
     expected = {tag: [(s, v) for s, v in points if s > 4] for tag, points in expected_scalars(out).items()}
     assert_same_curves(logged, expected)
+
+
+def test_run_name_and_folder_default_to_the_out_folder_and_a_missing_package_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from vltool.config.loader import load_recipe
+    from vltool.errors import UserError
+    from vltool.training.tracking import tracking_for
+
+    cfg = load_recipe(None, "transfer", ["src=a", "dst=b", "train.report_to=tensorboard"], {})
+    found = tracking_for(cfg, tmp_path / "runs" / "vpg")
+    assert (found.names, found.run_name, found.project_dir) == (["tensorboard"], "vpg", tmp_path / "runs" / "tracking")
+    assert found.config["train.lr"] == cfg.train.lr and found.config["train.report_to"] == '["tensorboard"]'
+    named = load_recipe(None, "transfer", ["src=a", "dst=b", "train.report_to=tensorboard", "train.run_name=try-2",
+                                           f"train.tracking_dir={tmp_path / 'tb'}"], {})
+    assert (tracking_for(named, tmp_path / "vpg").run_name, tracking_for(named, tmp_path / "vpg").project_dir) == (
+        "try-2", tmp_path / "tb")
+    assert tracking_for(load_recipe(None, "transfer", ["src=a", "dst=b", ], {}), tmp_path / "vpg") is None  # report_to: none
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(UserError, match=r"needs the wandb package; pip install wandb \(or --report-to none\)"):
+        tracking_for(load_recipe(None, "transfer", ["src=a", "dst=b", "train.report_to=tensorboard,wandb"], {}), tmp_path / "vpg")
