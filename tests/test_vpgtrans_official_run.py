@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from vltool.artifacts import ArtifactWriter
 from vltool.cli import app
 from vltool.config.shipped import load_named_recipe
-from vltool.stages import vpgtrans
+from vltool.stages import scaffold, vpgtrans
 
 RECIPE = "vpgtrans/opt6.7b-to-vicuna7b"
 STAGE2_MIX = ["coco:coco/annotations/coco_karpathy_train.json@0.1", "vg:vg/annotations/vg_caption.json@0.2",
@@ -40,7 +40,7 @@ def stage2_recipe(monkeypatch: pytest.MonkeyPatch, args: list[str]):
         raise Stop(cfg, init, phases)
 
     monkeypatch.setattr(vpgtrans, "prepare", stop)
-    monkeypatch.setattr(vpgtrans, "make_accelerator", lambda *args, **kwargs: None)
+    monkeypatch.setattr(scaffold, "make_accelerator", lambda *args, **kwargs: None)
     result = CliRunner().invoke(app, ["transfer", *args], env={"COLUMNS": "200"})
     assert isinstance(result.exception, Stop), result.output
     cfg, init, phases = result.exception.args

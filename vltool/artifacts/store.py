@@ -66,7 +66,7 @@ class ArtifactWriter:
         self._started = time.perf_counter() if started is None else started
         self._before = self._current = 0
         # what a full disk leaves for the user, said in the error: by default the training stages' run
-        # folder beside --out (``.OUT.run``, see stages.vpgtrans._run_root), whose last checkpoint --resume reads
+        # folder beside --out (``.OUT.run``, see stages.scaffold.run_root), whose last checkpoint --resume reads
         run = self.out_dir.parent / f".{self.out_dir.name}.run"
         self.kept = (f"the run's checkpoints in {run} are kept: free space and rerun the same command with --resume"
                      if run.is_dir() else "")
@@ -183,4 +183,13 @@ def read_artifact(path: Path, kinds: tuple[str, ...] | None = None, verify: bool
                 raise UserError(f"artifact {path} is incomplete: {name} listed in the manifest is missing")
             if sha256_file(target) != expected:
                 raise UserError(f"artifact {path} was modified: {name} does not match its sha256 in the manifest")
-    return Artifact(path=path, manifest=manifest)
+    return Artifact(path=path, manifest=_current_names(manifest))
+
+
+def _current_names(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Old artifacts read with today's names: ``vltool convert`` called its vision input ``vit`` before
+    #24, where every other artifact says ``vision``."""
+    inputs = manifest.get("inputs")
+    if isinstance(inputs, dict) and "vit" in inputs and "vision" not in inputs:
+        manifest["inputs"] = {("vision" if k == "vit" else k): v for k, v in inputs.items()}
+    return manifest

@@ -9,51 +9,43 @@ a JSON config that names and fingerprints the base model.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vltool.artifacts import ArtifactWriter, ensure_writable
 from vltool.config.schema import MMARecipe
 from vltool.data.device_pixels import NormalisedLoss, pixels_on_device, scale_of
-from vltool.data.images import usable_samples
-from vltool.data.sample_table import join
-from vltool.data.specs import load_spec
-from vltool.data.vl_dataset import VLDataset, image_preprocessor
-from vltool.errors import RunDiverged, UserError
+from vltool.data.mixture import MixedVLData, bad_samples
+from vltool.data.training_data import modality_counts, one_stream, read_samples, train_sources
+from vltool.data.vl_dataset import image_preprocessor
+from vltool.errors import UserError
 from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictors import GenerationSettings, MMAPredictor
 from vltool.models.memory import frozen_load_dtype
 from vltool.models.mma import loading
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import is_trainable_name, mma_loss
-from vltool.training.checkpoint import claim_run_folder, release_run_folder
+from vltool.stages.scaffold import StageRun
 from vltool.training.data_loader import resolve_workers
 from vltool.training.disk_plan import run_bytes, trainable_count, warn_if_short
 from vltool.training.gather import whole_tensors
-from vltool.training.loop import make_accelerator, train
-from vltool.training.progress import NullReporter, Reporter
-from vltool.training.tracking import end_tracking, tracking_for
-
-
-def _samples(cfg: MMARecipe, specs: list[str], split: str, limit: int | None):
-    samples = join([load_spec(spec, split, cfg.data.images) for spec in specs])  # flat tables (#23)
-    samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
-    return (samples[:limit] if limit else samples), report.as_metrics()
+from vltool.training.loop import train
+from vltool.training.progress import Reporter
 
 
 def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         reporter: Reporter | None = None) -> Path:
-    started = time.perf_counter()
-    reporter = reporter or NullReporter()
-    ensure_writable(out, force)
-    run_dir = out.parent / f".{out.name}.run"
-    claim_run_folder(run_dir, resume, force)
+    """Train the adapters of ``cfg`` and write an ``adapters`` artifact at ``out`` (scaffold: ``StageRun``)."""
     if not cfg.data.train:
         raise UserError("no training data: pass --data SPEC (e.g. --data demo:sqa --data demo:text)")
-    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
+    with StageRun(cfg, out, force, resume, reporter) as run:
+        return _tune(cfg, run)
+
+
+def _tune(cfg: MMARecipe, run: StageRun) -> Path:
+    """What is tune-mma's own: the base with MM-Adapters, the mixed stream, the adapters artifact."""
+    out, reporter, accelerator, run_dir = run.out, run.reporter, run.accelerator, run.root
     # the frozen towers read straight in the dtype training stores them in (models.memory)
     base = loading.load_base(cfg.model, cfg.front_end, cfg.vision, frozen_load_dtype(cfg.train.frozen_dtype))
     tokenizer, processor = base.tokenizer, base.processor
@@ -63,10 +55,15 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     loading.set_trainable(model)
     # data.device_normalise: workers ship uint8, normalised on the device (vltool.data.device_pixels)
     preprocess = image_preprocessor(processor, uint8=pixels_on_device(cfg.data.device_normalise))
-    train_samples, data_report = _samples(cfg, cfg.data.train, "train", cfg.data.max_train_samples)
-    val = {spec: _samples(cfg, [spec], "val", cfg.data.max_val_samples)[0] for spec in cfg.data.val}
-    collator = MMACollator(tokenizer, model.front_end.num_tokens, cfg.max_length)
-    dataset = VLDataset(train_samples, preprocess)
+    # the training data path transfer has (#24): SPEC@RATIO mixes, wds: shards, bad samples skipped while
+    # training; specs without ratios are one shuffled stream, LaVIN's Mixture-of-Modality Training
+    sources, data_report = train_sources(cfg.data.train, cfg.data.images, cfg.data.skip_bad_images,
+                                         cfg.data.max_train_samples, example="demo:sqa")
+    val = {spec: read_samples([spec], "val", cfg.data.images, cfg.data.skip_bad_images, cfg.data.max_val_samples)[0]
+           for spec in cfg.data.val}
+    collator = MMACollator(tokenizer, model.front_end.visual_tokens, cfg.max_length)
+    dataset = MixedVLData(one_stream(sources), preprocess, skip_bad=cfg.data.skip_bad_images)
+    dataset.bad_log = run_dir / "bad-images"  # the workers note skipped samples here; counted below
     model.to(accelerator.device)
 
     # Validation images decode in DataLoader workers, as training's do (train.num_workers).
@@ -91,11 +88,9 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
     warn_if_short(reporter, out, run_bytes([adapters_n], settings.keep_checkpoints, adapters_n))
     result = train(model, NormalisedLoss(mma_loss, scale_of(preprocess)), dataset, settings,
                    collate_fn=MMADatasetCollate(dataset, collator), run_dir=run_dir,
-                   eval_fn=eval_all if val else None, reporter=reporter, resume=resume, accelerator=accelerator,
+                   eval_fn=eval_all if val else None, reporter=reporter, resume=run.resume, accelerator=accelerator,
                    task=f"tune-mma ({Path(cfg.model).name})")
-    if result.stopped != "completed":
-        raise RunDiverged(f"tune-mma stopped: {result.stopped}; the last good checkpoint is in {run_dir} "
-                          "(lower train.lr or set train.on_nonfinite=skip, then --resume)")
+    run.completed(result, "tune-mma", run_dir)
     trained = result.model
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
@@ -105,30 +100,23 @@ def run(cfg: MMARecipe, out: Path, force: bool = False, resume: bool = False,
         **{f"before/{k}": v for k, v in before.items()},
         **{f"after/{k}": v for k, v in result.final_metrics.items()},
         **{f"data_{k}": v for k, v in data_report.items()},
-        "image_samples": sum(s.image is not None for s in train_samples),
-        "text_only_samples": sum(s.image is None for s in train_samples),
+        "data_bad_samples_skipped": len(bad_samples(dataset.bad_log)),
+        **dict(zip(("image_samples", "text_only_samples"), modality_counts(dataset))),
     }
     # What an adapters artifact stores, whole (a collective under FSDP / ZeRO-3: every process).
     adapters = whole_tensors(accelerator, trained, is_trainable_name)
-    if accelerator.is_main_process:
-        with ArtifactWriter(out, "adapters", force=force, started=started) as writer:
+    with run.artifact("adapters", metrics) as writer:
+        if writer is not None:  # the main process
             writer.save_tensors("adapters.safetensors", {k: v.detach().contiguous() for k, v in adapters.items()})
             writer.save_json("configs/mma.json", {"front_end": cfg.front_end, "adapter": cfg.adapter.model_dump(),
                                                   "max_length": cfg.max_length,
-                                                  "visual_tokens": trained.front_end.num_tokens})
+                                                  "visual_tokens": trained.front_end.visual_tokens})
             writer.add_input("base", base.ref["source"], base.ref["fingerprint"], what="frozen base model")
             if base.vision_ref is not None:
                 writer.add_input("vision", base.vision_ref["source"], base.vision_ref["fingerprint"],
                                  what="frozen CLIP vision model")
-            writer.manifest["recipe"] = cfg.model_dump(mode="json")
-            writer.manifest["metrics"] = metrics
-            writer.manifest["seed"] = cfg.train.seed
-            writer.manifest["world_size"] = accelerator.num_processes
-            writer.manifest["precision"] = str(accelerator.mixed_precision)
             if run_dir.joinpath("metrics.jsonl").is_file():
                 shutil.copy(run_dir / "metrics.jsonl", writer.path / "metrics.jsonl")
-    release_run_folder(run_dir)
-    end_tracking(accelerator)
     return out
 
 

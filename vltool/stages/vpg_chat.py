@@ -23,19 +23,16 @@ a BLIP-2 folder carrying the chat template.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from vltool.artifacts import ensure_writable, read_artifact
+from vltool.artifacts import read_artifact
 from vltool.config.schema import VPGTransRecipe
 from vltool.errors import UserError
 from vltool.models.chat_layout import text_layout
 from vltool.stages import vpgtrans
-from vltool.training.checkpoint import claim_run_folder, release_run_folder
-from vltool.training.loop import make_accelerator
-from vltool.training.progress import NullReporter, Reporter
-from vltool.training.tracking import end_tracking, tracking_for
+from vltool.stages.scaffold import StageRun
+from vltool.training.progress import Reporter
 
 PHASE = "chat"
 
@@ -49,36 +46,28 @@ def flags_from_vpg(path: Path) -> dict[str, Any]:
 def run_from_vpg(cfg: VPGTransRecipe, out: Path, from_vpg: Path, force: bool = False, resume: bool = False,
                  reporter: Reporter | None = None) -> Path:
     """Fine-tune the VPG of ``from_vpg`` on ``cfg``'s data, in its layout; write a vpg artifact."""
-    started = time.perf_counter()
-    reporter = reporter or NullReporter()
     if cfg.from_scratch:
         raise UserError("--from-vpg continues a trained vpg artifact; it excludes --from-scratch")
     if not cfg.data.train:
         raise UserError("--from-vpg trains on the recipe's data.train or --data (VL-Vicuna's chat stage: "
                         "--data cc_sbu_align:DIR)")
-    ensure_writable(out, force)
-    vpgtrans._check_warmup_matches(cfg, Path(from_vpg))
-    claim_run_folder(vpgtrans._run_root(out), resume, force)
-    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))  # train.report_to
-    setup = vpgtrans.prepare(cfg, reporter, "warmup", Path(from_vpg), phases=("finetune",))
-    model = setup.model
-    setup.layout = text_layout(setup.tokenizer, model.config.num_query_tokens, model.config.image_token_index,
-                               cfg.model_dump(mode="json"))
-    if cfg.chat is not None:
-        setup.metrics.pop("end_of_text_id", None)  # the caption layout's; the chat turn ends at chat.end
-        reporter.log(f"chat turn: {cfg.chat.template!r}, {len(cfg.chat.instructions)} instructions, "
-                     f"answers end with {cfg.chat.end!r}")
-    before = read_artifact(Path(from_vpg), kinds=("vpg",)).manifest
-    offset = int(before.get("metrics", {}).get("steps_total", 0))
-    rows = [json.loads(line) for line in (Path(from_vpg) / "metrics.jsonl").read_text().splitlines() if line]
-    model, chat_rows, timing = vpgtrans._phase(setup, cfg, PHASE, out, reporter, resume, accelerator)
-    rows += [{**r, "step": r["step"] + offset, "phase": PHASE} for r in chat_rows]
-    evals = [r["eval"] for r in chat_rows if "eval" in r]
-    metrics = {**setup.metrics, **({f"final_{k}": v for k, v in evals[-1].items()} if evals else {}),
-               f"{PHASE}_steps": timing["steps"], f"{PHASE}_step_s": timing.get("step_s"),
-               "steps_total": offset + timing["steps"], "from_vpg": str(Path(from_vpg).resolve()),
-               "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
-    path = vpgtrans._save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
-    release_run_folder(vpgtrans._run_root(out))
-    end_tracking(accelerator)
-    return path
+    before = vpgtrans.check_matches(cfg, Path(from_vpg))
+    with StageRun(cfg, out, force, resume, reporter) as run:
+        setup = vpgtrans.prepare(cfg, run.reporter, "warmup", Path(from_vpg), phases=("finetune",))
+        model = setup.model
+        setup.layout = text_layout(setup.tokenizer, model.config.num_query_tokens, model.config.image_token_index,
+                                   cfg.model_dump(mode="json"))
+        if cfg.chat is not None:
+            setup.metrics.pop("end_of_text_id", None)  # the caption layout's; the chat turn ends at chat.end
+            run.reporter.log(f"chat turn: {cfg.chat.template!r}, {len(cfg.chat.instructions)} instructions, "
+                             f"answers end with {cfg.chat.end!r}")
+        offset = int(before.get("metrics", {}).get("steps_total", 0))
+        rows = [json.loads(line) for line in (Path(from_vpg) / "metrics.jsonl").read_text().splitlines() if line]
+        model, chat_rows, timing = vpgtrans.run_phase(setup, cfg, PHASE, run)
+        rows += [{**r, "step": r["step"] + offset, "phase": PHASE} for r in chat_rows]
+        evals = [r["eval"] for r in chat_rows if "eval" in r]
+        metrics = {**setup.metrics, **({f"final_{k}": v for k, v in evals[-1].items()} if evals else {}),
+                   f"{PHASE}_steps": timing["steps"], f"{PHASE}_step_s": timing.get("step_s"),
+                   "steps_total": offset + timing["steps"], "from_vpg": str(Path(from_vpg).resolve()),
+                   "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
+        return vpgtrans.save_vpg(setup, model, cfg, run, rows, metrics)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
+from vltool.artifacts import read_artifact
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.config.schema import VPGTransRecipe
 from vltool.data import caption_text
@@ -42,16 +42,17 @@ from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.data.vqav2 import with_question_text
 from vltool.data.wds import estimate_size, first_captions, shard_paths
-from vltool.errors import RunDiverged, UserError
+from vltool.errors import UserError
 from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
 from vltool.sources.vpg_source import VPGSource, load_source
-from vltool.training.checkpoint import STATE_FILE, claim_run_folder, latest_checkpoint, release_run_folder
+from vltool.stages.scaffold import StageRun
+from vltool.training.checkpoint import STATE_FILE, latest_checkpoint
 from vltool.training.data_loader import iterate, make_loader, resolve_workers
 from vltool.training.gather import whole_tensors
-from vltool.training.loop import make_accelerator, train
-from vltool.training.progress import NullReporter, Reporter
-from vltool.training.tracking import continue_steps, end_tracking, tracking_for
+from vltool.training.loop import train
+from vltool.training.progress import Reporter
+from vltool.training.tracking import continue_steps
 
 
 @dataclass
@@ -316,15 +317,6 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     return evaluate
 
 
-def _run_root(out: Path) -> Path:
-    """Checkpoints and live metrics of an unfinished run, beside ``out``; removed once it is written."""
-    return out.parent / f".{out.name}.run"
-
-
-def _run_dir(out: Path, phase: str) -> Path:
-    return _run_root(out) / phase
-
-
 def _finished(run_dir: Path) -> bool:
     """Whether this phase's newest checkpoint is the one written when it finished."""
     found = latest_checkpoint(run_dir)
@@ -365,13 +357,12 @@ def _feature_table(setup: Setup, model, settings, accelerator, reporter: Reporte
     return table
 
 
-def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: Reporter, resume: bool,
-           accelerator) -> tuple[Any, list[dict], dict]:
-    """Run one training phase; returns (model, its metric rows, timing)."""
-    model = setup.model
+def run_phase(setup: Setup, cfg: VPGTransRecipe, phase: str, run: StageRun) -> tuple[Any, list[dict], dict]:
+    """Run one training phase (warmup, finetune, chat); returns (model, its metric rows, timing)."""
+    model, reporter, accelerator = setup.model, run.reporter, run.accelerator
     setup.train_set = setup.phase_sets.get(phase, setup.train_set)  # this phase's own data when they differ
-    run_dir = _run_dir(out, phase)
-    resume_here = resume and latest_checkpoint(run_dir) is not None
+    run_dir = run.phase_dir(phase)
+    resume_here = run.resume and latest_checkpoint(run_dir) is not None
     timing: dict[str, float] = {}
     features = None
     if phase == "warmup":
@@ -395,15 +386,13 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
         collate = VLCollator(setup.train_set, setup.layout)
     setup.train_set.use_features = features is not None
     setup.train_set.bad_features = getattr(features, "bad", set())
-    setup.train_set.bad_log = _run_root(out) / "bad-images"
+    setup.train_set.bad_log = run.root / "bad-images"
     model.to(accelerator.device)
     loss = NormalisedLoss(vlm.caption_loss, setup.train_pixels)  # uint8 pixels normalised on the device
     result = train(model, loss, setup.train_set, settings, collate_fn=collate, run_dir=run_dir,
                    eval_fn=make_eval(setup, cfg), reporter=reporter, resume=resume_here, accelerator=accelerator,
                    task=f"{phase} ({cfg.dst})")
-    if result.stopped != "completed":
-        raise RunDiverged(f"{phase} stopped: {result.stopped}; the last good checkpoint is in "
-                          f"{run_dir / 'checkpoints'} (lower train.lr or set train.on_nonfinite=skip, then --resume)")
+    run.completed(result, phase, run_dir)
     train_rows = [r for r in result.history if "loss" in r]
     if train_rows:
         timing["step_s"] = result.wall_time_s / max(1, result.steps)
@@ -416,18 +405,17 @@ def _phase(setup: Setup, cfg: VPGTransRecipe, phase: str, out: Path, reporter: R
     return result.model, result.history, timing
 
 
-def _save(setup: Setup, model, cfg: VPGTransRecipe, out: Path, force: bool, rows: list[dict],
-          metrics: dict[str, Any], accelerator, converter_report: dict | None = None,
-          started: float | None = None) -> Path:
+def save_vpg(setup: Setup, model, cfg: VPGTransRecipe, run: StageRun, rows: list[dict],
+             metrics: dict[str, Any]) -> Path:
     """Write the vpg artifact: trained tensors + configs + references to the frozen ViT and LLM."""
     # Model names -> artifact names. Gathered whole first: under FSDP / ZeRO-3 that is a
     # collective every process takes part in (vltool.training.gather).
     renames = {"qformer.": "qformer.", "vision_model.post_layernorm.": "ln_vision.",
                "language_projection.": "projector.", "query_tokens": "query_tokens"}
-    state = whole_tensors(accelerator, model, lambda name: name.startswith(tuple(renames)))
-    if not accelerator.is_main_process:
-        return out
-    with ArtifactWriter(out, "vpg", force=force, started=started) as writer:
+    state = whole_tensors(run.accelerator, model, lambda name: name.startswith(tuple(renames)))
+    with run.artifact("vpg", metrics) as writer:
+        if writer is None:  # not the main process
+            return run.out
         tensors = {}
         for name, value in state.items():
             prefix = next(p for p in renames if name.startswith(p))
@@ -452,12 +440,7 @@ def _save(setup: Setup, model, cfg: VPGTransRecipe, out: Path, force: bool, rows
             writer.add_input("scratch_qformer", str(path.resolve()), fingerprint_path(path),
                              what="stage-1 Q-Former the from-scratch baseline started from",
                              alias=scratch["scratch_qformer"])
-        writer.manifest["recipe"] = cfg.model_dump(mode="json")
-        writer.manifest["metrics"] = metrics
-        writer.manifest["seed"] = cfg.train.seed
-        writer.manifest["world_size"] = accelerator.num_processes
-        writer.manifest["precision"] = str(accelerator.mixed_precision)
-    return out
+    return run.out
 
 
 def _offset(rows: list[dict], offset: int, phase: str) -> list[dict]:
@@ -494,78 +477,68 @@ def _warn_space(setup: Setup, cfg: VPGTransRecipe, out: Path, reporter: Reporter
 def run_warmup(cfg: VPGTransRecipe, out: Path, force: bool = False, resume: bool = False,
                reporter: Reporter | None = None) -> Path:
     """Stage 1 only; writes a vpg artifact that ``transfer --from-warmup`` continues from."""
-    started = time.perf_counter()
-    reporter = reporter or NullReporter()
-    ensure_writable(out, force)
-    claim_run_folder(_run_root(out), resume, force)
-    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
-    setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random", phases=("warmup",))
-    _warn_space(setup, cfg, out, reporter, ("warmup",))
-    model, rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
-    metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
-               "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
-               "steps_total": timing["steps"], "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
-    path = _save(setup, model, cfg, out, force, _offset(rows, 0, "warmup"), metrics, accelerator, started=started)
-    release_run_folder(_run_root(out))
-    end_tracking(accelerator)
-    return path
+    with StageRun(cfg, out, force, resume, reporter) as run:
+        setup = prepare(cfg, run.reporter, "converter" if cfg.converter.enabled else "random", phases=("warmup",))
+        _warn_space(setup, cfg, out, run.reporter, ("warmup",))
+        model, rows, timing = run_phase(setup, cfg, "warmup", run)
+        metrics = {**setup.metrics, **_final_eval(rows), "warmup_steps": timing["steps"],
+                   "warmup_step_s": timing.get("step_s"), "feature_cache_s": timing.get("feature_cache_s"),
+                   "steps_total": timing["steps"], "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)}
+        return save_vpg(setup, model, cfg, run, _offset(rows, 0, "warmup"), metrics)
 
 
 def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None, force: bool = False,
                  resume: bool = False, reporter: Reporter | None = None) -> Path:
     """Warm-up (unless continuing from one, or from scratch), then stage-2 VPG fine-tuning."""
-    started = time.perf_counter()
-    reporter = reporter or NullReporter()
-    ensure_writable(out, force)
-    if from_warmup is not None:
-        _check_warmup_matches(cfg, Path(from_warmup))
-        cfg = with_warmup_data(cfg, Path(from_warmup))
-    claim_run_folder(_run_root(out), resume, force)
-    accelerator = make_accelerator(cfg.train.precision, tracking=tracking_for(cfg, out))
-    rows: list[dict] = []
-    metrics: dict[str, Any] = {}
-    offset = 0
+    warm: dict[str, Any] | None = None
     if from_warmup is not None:
         if cfg.from_scratch:
             raise UserError("--from-warmup and --from-scratch exclude each other")
-        setup = prepare(cfg, reporter, "warmup", Path(from_warmup), phases=("finetune",))
-        _warn_space(setup, cfg, out, reporter, ("finetune",))
-        warm = read_artifact(Path(from_warmup), kinds=("vpg",)).manifest
-        offset = int(warm["metrics"].get("steps_total", 0))
-        continue_steps(accelerator, offset)  # trackers count on from the warm-up's steps, as metrics.jsonl
-        rows = [json.loads(line) for line in (Path(from_warmup) / "metrics.jsonl").read_text().splitlines()]
-        metrics.update({k: v for k, v in warm["metrics"].items() if k.startswith(("converter_", "warmup_"))})
-    elif cfg.from_scratch:
-        setup = prepare(cfg, reporter, "scratch", phases=("finetune",))
-        _warn_space(setup, cfg, out, reporter, ("finetune",))
-    else:
-        setup = prepare(cfg, reporter, "converter" if cfg.converter.enabled else "random")
-        _warn_space(setup, cfg, out, reporter, ("warmup", "finetune"))
-        setup.model, warm_rows, timing = _phase(setup, cfg, "warmup", out, reporter, resume, accelerator)
-        rows = _offset(warm_rows, 0, "warmup")
-        offset = timing["steps"]
-        metrics.update({"warmup_steps": timing["steps"], "warmup_step_s": timing.get("step_s")})
-    metrics.update(setup.metrics)
-    model, stage_rows, timing = _phase(setup, cfg, "finetune", out, reporter, resume, accelerator)
-    rows += _offset(stage_rows, offset, "finetune")
-    metrics.update({**_final_eval(rows), "finetune_steps": timing["steps"], "steps_total": offset + timing["steps"],
-                    "from_scratch": cfg.from_scratch, "finetune_step_s": timing.get("step_s"),
-                    "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)})
-    path = _save(setup, model, cfg, out, force, rows, metrics, accelerator, started=started)
-    release_run_folder(_run_root(out))
-    end_tracking(accelerator)
-    return path
+        warm = check_matches(cfg, Path(from_warmup))
+        cfg = with_warmup_data(cfg, Path(from_warmup), warm)
+    with StageRun(cfg, out, force, resume, reporter) as run:
+        rows: list[dict] = []
+        metrics: dict[str, Any] = {}
+        offset = 0
+        if warm is not None:
+            setup = prepare(cfg, run.reporter, "warmup", Path(from_warmup), phases=("finetune",))
+            _warn_space(setup, cfg, out, run.reporter, ("finetune",))
+            offset = int(warm["metrics"].get("steps_total", 0))
+            continue_steps(run.accelerator, offset)  # trackers count on from the warm-up's steps, as metrics.jsonl
+            rows = [json.loads(line) for line in (Path(from_warmup) / "metrics.jsonl").read_text().splitlines()]
+            metrics.update({k: v for k, v in warm["metrics"].items() if k.startswith(("converter_", "warmup_"))})
+        elif cfg.from_scratch:
+            setup = prepare(cfg, run.reporter, "scratch", phases=("finetune",))
+            _warn_space(setup, cfg, out, run.reporter, ("finetune",))
+        else:
+            setup = prepare(cfg, run.reporter, "converter" if cfg.converter.enabled else "random")
+            _warn_space(setup, cfg, out, run.reporter, ("warmup", "finetune"))
+            setup.model, warm_rows, timing = run_phase(setup, cfg, "warmup", run)
+            rows = _offset(warm_rows, 0, "warmup")
+            offset = timing["steps"]
+            metrics.update({"warmup_steps": timing["steps"], "warmup_step_s": timing.get("step_s")})
+        metrics.update(setup.metrics)
+        model, stage_rows, timing = run_phase(setup, cfg, "finetune", run)
+        rows += _offset(stage_rows, offset, "finetune")
+        metrics.update({**_final_eval(rows), "finetune_steps": timing["steps"],
+                        "steps_total": offset + timing["steps"], "from_scratch": cfg.from_scratch,
+                        "finetune_step_s": timing.get("step_s"),
+                        "data_bad_samples_skipped": timing.get("bad_samples_skipped", 0)})
+        return save_vpg(setup, model, cfg, run, rows, metrics)
 
 
-def _check_warmup_matches(cfg: VPGTransRecipe, warm: Path) -> None:
-    """Refuse ``--dst`` / ``--src`` that differ from what the warm-up artifact was trained for.
+def check_matches(cfg: VPGTransRecipe, warm: Path) -> dict[str, Any]:
+    """The manifest of the vpg artifact ``warm`` (read once, before the run folder is claimed), after
+    refusing ``--dst`` / ``--src`` that differ from what it was trained for.
 
     Its projector maps into its own LLM's embedding space; continuing on another LLM would train
-    on the artifact's LLM while the manifest names the other one.
+    on the artifact's LLM while the manifest names the other one. Its files are hashed once, later,
+    when ``prepare`` opens it.
     """
     from vltool.sources.resolve import resolve_target
 
-    recipe = read_artifact(warm, kinds=("vpg",), verify=False).manifest.get("recipe", {})
+    manifest = read_artifact(warm, kinds=("vpg",), verify=False).manifest
+    recipe = manifest.get("recipe", {})
     for key, flag in (("dst", "--dst"), ("src", "--src")):
         theirs, ours = recipe.get(key), getattr(cfg, key)
         if not theirs or not ours or theirs == ours:
@@ -578,6 +551,7 @@ def _check_warmup_matches(cfg: VPGTransRecipe, warm: Path) -> None:
                 pass
         raise UserError(f"{flag} {ours} does not match the warm-up artifact {warm}, which was trained with "
                         f"{key} {theirs}; drop {flag} or pass {theirs}")
+    return manifest
 
 
 def flags_from_warmup(path: Path) -> dict[str, Any]:
@@ -591,14 +565,16 @@ def flags_from_warmup(path: Path) -> dict[str, Any]:
             "prompt": recipe.get("prompt")}
 
 
-def with_warmup_data(cfg: VPGTransRecipe, path: Path) -> VPGTransRecipe:
+def with_warmup_data(cfg: VPGTransRecipe, path: Path, manifest: dict[str, Any] | None = None) -> VPGTransRecipe:
     """``cfg`` with the data keys it leaves empty taken from the warm-up artifact's recipe.
 
     Stage-2 data the recipe or ``--data`` gives are kept as they are. Without any, stage 2 continues
     on the warm-up recipe's stage-2 data (``data.train``), else on the warm-up's own data; validation
     data, the image root and the sample caps likewise only when unset.
     """
-    recipe = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest.get("recipe", {})
+    if manifest is None:
+        manifest = read_artifact(Path(path), kinds=("vpg",), verify=False).manifest
+    recipe = manifest.get("recipe", {})
     theirs = recipe.get("data", {})
     update: dict[str, Any] = {}
     if not cfg.data.train:
