@@ -1,7 +1,7 @@
 """Peak anonymous memory of whole vltool runs on 1k vs 10k images: flat within 10% (issue #23).
 
 Each run is a real ``vltool`` subprocess on tiny replicas of the real hub repositories
-(``tests/real_layouts.py``: Salesforce/blip2-opt-2.7b and facebook/opt-6.7b layouts in an HF
+(``tests/support/real_layouts.py``: Salesforce/blip2-opt-2.7b and facebook/opt-6.7b layouts in an HF
 cache, resolved through the ``opt2.7b`` / ``opt6.7b`` aliases), for one epoch at batch 25:
 
 - ``transfer (cache)``: warm-up from the feature cache (built in the run), then stage 2;
@@ -102,7 +102,9 @@ def command(config: str, n: int, work: Path, batch: int, vpg: Path | None, out: 
     common = ["--images", str(work), "--out", str(out), "--force", f"train.batch_size={batch}", "train.epochs=1",
               "train.precision=no", "train.num_workers=1"]
     if config == "tune-mma":
-        return ["tune-mma", "--model", str(vpg), "--front-end", "qformer", "--data", f"llava:{llava}", *common]
+        # max_length: the replica OPT has 64 positions
+        return ["tune-mma", "--model", str(vpg), "--front-end", "qformer", "--data", f"llava:{llava}", *common,
+                "max_length=60"]
     return ["transfer", "--src", "opt2.7b", "--dst", "opt6.7b", "--data", f"coco:{coco}", *common, "warmup.epochs=1",
             f"warmup.feature_cache={'true' if config == 'transfer-cache' else 'false'}"]
 
@@ -189,7 +191,7 @@ def main() -> None:
         write_data(work, n)
     hf = args.work / "hf"
     if not (hf / "hub").is_dir():
-        sys.path.insert(0, str(HERE.parent / "tests"))
+        sys.path[:0] = [str(HERE.parent / "tests" / "support"), str(HERE.parent / "tests")]
         from real_layouts import build_hub_cache
 
         build_hub_cache(hf, only=["Salesforce/blip2-opt-2.7b", "facebook/opt-6.7b"])
