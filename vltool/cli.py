@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from vltool import __version__
+from vltool.cli_training import Launch, training_command
 from vltool.errors import Interrupted, UserError, VltoolError
 
 # soft_wrap: a printed line is never broken at COLUMNS (into a pipe or a log file Rich would wrap
@@ -41,21 +42,9 @@ app.add_typer(recipes_app, name="recipes")
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="recipe YAML (a path or a shipped recipe name)")
 OutOpt = typer.Option(..., "--out", "-o", help="output artifact folder (written atomically)")
 ForceOpt = typer.Option(False, "--force", help="replace --out if it exists (and discard an unfinished run's checkpoints)")
-# Switches a recipe can set either way take both spellings, so a flag can undo the recipe.
-ConverterOpt = typer.Option(None, "--converter/--no-converter",
-                            help="word-converter projector init, or a random one (ablation); default: recipe")
-FeatureCacheOpt = typer.Option(None, "--feature-cache/--no-feature-cache",
-                               help="cache the frozen VPG's outputs in the warm-up, or recompute them; default: recipe")
 SkipBadOpt = typer.Option(None, "--skip-bad-images/--no-skip-bad-images",
                           help="drop missing/corrupt images (counted in the manifest), or fail; default: recipe")
-ResumeOpt = typer.Option(False, "--resume", help="continue an interrupted run from its last checkpoint (beside --out)")
 JsonOpt = typer.Option(False, "--json", help="print the result as JSON on stdout (progress stays on stderr)")
-ReportToOpt = typer.Option(None, "--report-to", help="experiment trackers (train.report_to): tensorboard, wandb, mlflow, "
-                           "aim, comet_ml, clearml or none; comma-separated for several")
-RunNameOpt = typer.Option(None, "--run-name", help="the tracker's run name (train.run_name; default: the --out folder's name)")
-TrackingDirOpt = typer.Option(None, "--tracking-dir", help="folder of local tracker logs (train.tracking_dir; default: "
-                              "'tracking' beside --out), e.g. tensorboard --logdir DIR")
-OverridesArg = typer.Argument(None, help="dotted key=value overrides, e.g. train.lr=3e-4", show_default=False)
 
 
 def _version(value: bool) -> None:
@@ -83,11 +72,6 @@ def _recipe(recipe: str | None, stage: str, overrides: list[str] | None, flags: 
     from vltool.config.shipped import load_named_recipe
 
     return load_named_recipe(recipe, stage, overrides, flags)
-
-
-def _tracking_flags(report_to: str | None, run_name: str | None, tracking_dir: Path | None) -> dict[str, Any]:
-    return {"train.report_to": report_to, "train.run_name": run_name,
-            "train.tracking_dir": str(tracking_dir) if tracking_dir is not None else None}
 
 
 def _run_stage(fn, *args: Any, **kwargs: Any) -> Any:
@@ -135,15 +119,6 @@ def _show_artifact(path: Path, as_json: bool = False) -> None:
     show_groups(console, "result", groups)
 
 
-def _data_flags(data: list[str] | None, val: list[str] | None, images: str | None, skip: bool | None) -> dict:
-    return {
-        "data.train": data or None,
-        "data.val": val or None,
-        "data.images": images,
-        "data.skip_bad_images": skip,
-    }
-
-
 def _print_dry_run(report: dict, as_json: bool = False) -> None:
     from vltool.ui.tables import show_rows
 
@@ -174,9 +149,6 @@ WARMUP_EPILOG = """[bold]Examples[/bold]
 """
 
 
-RevisionOpt = typer.Option(
-    None, "--revision", help="hub revision (branch, tag or commit) of the --dst / --model hub model or alias"
-)
 
 
 def _pin_revision(cfg, key: str, revision: str | None):
@@ -188,46 +160,22 @@ def _pin_revision(cfg, key: str, revision: str | None):
     return cfg.model_copy(update={key: with_revision(getattr(cfg, key), revision)})
 
 
-@app.command(epilog=WARMUP_EPILOG)
-def warmup(
-    src: str | None = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
-    dst: str | None = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
-    data: list[str] | None = typer.Option(None, "--data", "-d",
-                                           help="warm-up data SPEC (repeatable; sets warmup.data)"),
-    val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
-    images: str | None = typer.Option(None, help="image root for relative paths"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
-    recipe: str | None = RecipeOpt,
-    warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
-    converter: bool | None = ConverterOpt,
-    feature_cache: bool | None = FeatureCacheOpt,
-    skip_bad_images: bool | None = SkipBadOpt,
-    resume: bool = ResumeOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
-    force: bool = ForceOpt,
-    revision: str | None = RevisionOpt,
-    report_to: str | None = ReportToOpt,
-    run_name: str | None = RunNameOpt,
-    tracking_dir: Path | None = TrackingDirOpt,
-    json_out: bool = JsonOpt,
-    overrides: list[str] | None = OverridesArg,
-) -> None:
+def _execute(launch: Launch, o: Any, stage: str, pin: str) -> None:
+    """The training commands' one skeleton: recipe (file, flags, overrides) -> --dry-run or the stage -> result."""
+    cfg = _pin_revision(_recipe(o.recipe, stage, o.overrides, launch.flags), pin, o.revision)
+    if o.dry_run:
+        _print_dry_run(launch.dry_run(cfg), o.json_out)
+        return
+    result = _run_stage(launch.run, cfg, _need_out(o.out), force=o.force, resume=o.resume, **launch.kwargs)
+    _show_artifact(result, o.json_out)
+
+
+@training_command(app, "warmup", "warmup", "dst", WARMUP_EPILOG, _execute)
+def warmup(o: Any, flags: dict[str, Any]) -> Launch:
     """Stage 1 of VPGTrans: inherit the source VPG, init the projector with the word converter, train the projector only."""
-    flags = {
-        "src": src, "dst": dst, "warmup.lr_mult": warmup_lr_mult,
-        "converter.enabled": converter,
-        "warmup.feature_cache": feature_cache,
-        **_data_flags(None, val_data, images, skip_bad_images),
-        "warmup.data": data or None,  # the warm-up's data; the recipe's stage-2 data.train stay for --from-warmup
-        **_tracking_flags(report_to, run_name, tracking_dir),
-    }
-    cfg = _pin_revision(_recipe(recipe, "warmup", overrides, flags), "dst", revision)
     from vltool.stages import vpgtrans
 
-    if dry_run:
-        _print_dry_run(vpgtrans.dry_run(cfg), json_out)
-        return
-    _show_artifact(_run_stage(vpgtrans.run_warmup, cfg, _need_out(out), force=force, resume=resume), json_out)
+    return Launch(flags, vpgtrans.run_warmup, vpgtrans.dry_run)
 
 
 TRANSFER_EPILOG = """[bold]Examples[/bold]
@@ -258,75 +206,22 @@ def _need_out(out: Path | None) -> Path:
     return out
 
 
-@app.command(epilog=TRANSFER_EPILOG)
-def transfer(
-    src: str | None = typer.Option(None, help="source: alias, HF BLIP-2 folder or vpg artifact"),
-    dst: str | None = typer.Option(None, help="target LLM: alias or HF causal-LM folder"),
-    data: list[str] | None = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
-    val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
-    images: str | None = typer.Option(None, help="image root for relative paths"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output vpg artifact folder"),
-    recipe: str | None = RecipeOpt,
-    from_warmup: Path | None = typer.Option(None, help="continue from a warm-up artifact"),
-    from_vpg: Path | None = typer.Option(None, "--from-vpg", help="one more VPG stage from a finished vpg artifact "
-                                         "on the recipe's data and layout (VL-Vicuna's chat stage 3: "
-                                         "-r vpgtrans/vicuna7b-chat --data cc_sbu_align:DIR)"),
-    from_scratch: bool = typer.Option(False, "--from-scratch", help="the paper's baseline: stage 2 from a stage-1 "
-                                      "Q-Former (--qformer) with a random projector"),
-    qformer: str | None = typer.Option(None, "--qformer", help="with --from-scratch: the stage-1 Q-Former to start "
-                                       "from (blip2-stage1, a converted blip2_pretrained.pth, demo-qformer-stage1) or "
-                                       "'random' (ablation)"),
-    converter: bool | None = ConverterOpt,
-    warmup_lr_mult: float | None = typer.Option(None, help="warm-up LR = this x train.lr (paper: 5)"),
-    feature_cache: bool | None = FeatureCacheOpt,
-    skip_bad_images: bool | None = SkipBadOpt,
-    resume: bool = ResumeOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
-    force: bool = ForceOpt,
-    revision: str | None = RevisionOpt,
-    report_to: str | None = ReportToOpt,
-    run_name: str | None = RunNameOpt,
-    tracking_dir: Path | None = TrackingDirOpt,
-    json_out: bool = JsonOpt,
-    overrides: list[str] | None = OverridesArg,
-) -> None:
+@training_command(app, "transfer", "transfer", "dst", TRANSFER_EPILOG, _execute)
+def transfer(o: Any, flags: dict[str, Any]) -> Launch:
     """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
-    flags = {
-        "src": src, "dst": dst, "from_scratch": True if from_scratch else None, "scratch_qformer": qformer,
-        "warmup.lr_mult": warmup_lr_mult,
-        "converter.enabled": converter,
-        "warmup.feature_cache": feature_cache,
-        **_data_flags(data, val_data, images, skip_bad_images),
-        **_tracking_flags(report_to, run_name, tracking_dir),
-    }
-    if from_warmup is not None:
-        from vltool.stages import vpgtrans
+    from vltool.stages import vpg_chat, vpgtrans
 
-        flags = {**vpgtrans.flags_from_warmup(from_warmup), **{k: v for k, v in flags.items() if v is not None}}
-    if from_vpg is not None:
-        from vltool.stages import vpg_chat
-
-        if from_warmup is not None or from_scratch:
-            raise UserError("--from-vpg continues a finished vpg artifact; drop --from-warmup / --from-scratch")
-        flags = {**vpg_chat.flags_from_vpg(from_vpg), **{k: v for k, v in flags.items() if v is not None}}
-    if qformer is not None and not from_scratch:
+    if o.qformer is not None and not o.from_scratch:
         raise UserError("--qformer names the start of the from-scratch baseline; add --from-scratch")
-    cfg = _pin_revision(_recipe(recipe, "transfer", overrides, flags), "dst", revision)
-    from vltool.stages import vpgtrans
-
-    if dry_run:
-        _print_dry_run(vpgtrans.dry_run(cfg), json_out)
-        return
-    if from_vpg is not None:
-        from vltool.stages import vpg_chat
-
-        result = _run_stage(vpg_chat.run_from_vpg, cfg, _need_out(out), from_vpg=from_vpg, force=force, resume=resume)
-        _show_artifact(result, json_out)
-        return
-    result = _run_stage(
-        vpgtrans.run_transfer, cfg, _need_out(out), from_warmup=from_warmup, force=force, resume=resume
-    )
-    _show_artifact(result, json_out)
+    given = {k: v for k, v in flags.items() if v is not None}
+    if o.from_vpg is not None:
+        if o.from_warmup is not None or o.from_scratch:
+            raise UserError("--from-vpg continues a finished vpg artifact; drop --from-warmup / --from-scratch")
+        return Launch({**vpg_chat.flags_from_vpg(o.from_vpg), **given}, vpg_chat.run_from_vpg, vpgtrans.dry_run,
+                      {"from_vpg": o.from_vpg})
+    if o.from_warmup is not None:
+        flags = {**vpgtrans.flags_from_warmup(o.from_warmup), **given}
+    return Launch(flags, vpgtrans.run_transfer, vpgtrans.dry_run, {"from_warmup": o.from_warmup})
 
 
 TUNE_EPILOG = """[bold]Examples[/bold]
@@ -339,43 +234,12 @@ TUNE_EPILOG = """[bold]Examples[/bold]
 """
 
 
-@app.command("tune-mma", epilog=TUNE_EPILOG)
-def tune_mma(
-    model: str | None = typer.Option(None, help="vpg artifact / BLIP-2 folder (qformer) or LLM (clip)"),
-    front_end: str | None = typer.Option(None, help="qformer | clip"),
-    vision: str | None = typer.Option(None, help="CLIP vision model folder for the clip front end"),
-    data: list[str] | None = typer.Option(None, "--data", "-d", help="training data SPEC (repeatable)"),
-    val_data: list[str] | None = typer.Option(None, "--val-data", help="validation data SPEC"),
-    images: str | None = typer.Option(None, help="image root for relative paths"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output adapters artifact folder"),
-    recipe: str | None = RecipeOpt,
-    router: bool | None = typer.Option(None, "--router/--no-router",
-                                       help="routed adapters, or one shared adapter (ablation); default: recipe"),
-    skip_bad_images: bool | None = SkipBadOpt,
-    resume: bool = ResumeOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="print parameter counts and memory; train nothing"),
-    force: bool = ForceOpt,
-    revision: str | None = RevisionOpt,
-    report_to: str | None = ReportToOpt,
-    run_name: str | None = RunNameOpt,
-    tracking_dir: Path | None = TrackingDirOpt,
-    json_out: bool = JsonOpt,
-    overrides: list[str] | None = OverridesArg,
-) -> None:
+@training_command(app, "tune-mma", "tune-mma", "model", TUNE_EPILOG, _execute)
+def tune_mma(o: Any, flags: dict[str, Any]) -> Launch:
     """LaVIN Mixture-of-Modality Adaptation: routed MM-Adapters on a frozen LLM and vision encoder."""
-    flags = {
-        "model": model, "front_end": front_end, "vision": vision,
-        "adapter.router": router,
-        **_data_flags(data, val_data, images, skip_bad_images),
-        **_tracking_flags(report_to, run_name, tracking_dir),
-    }
-    cfg = _pin_revision(_recipe(recipe, "tune-mma", overrides, flags), "model", revision)
     from vltool.stages import tune_mma as stage
 
-    if dry_run:
-        _print_dry_run(stage.dry_run(cfg), json_out)
-        return
-    _show_artifact(_run_stage(stage.run, cfg, _need_out(out), force=force, resume=resume), json_out)
+    return Launch(flags, stage.run, stage.dry_run)
 
 
 MERGE_EPILOG = """[bold]Examples[/bold]
@@ -467,7 +331,7 @@ PREDICT_EPILOG = """[bold]Examples[/bold]
 
   vltool predict runs/vpg --image cat.jpg --prompt "Question: what is the cat on? Answer:"
 
-  vltool predict runs/mma --images photos/ --json > predictions.jsonl
+  vltool predict runs/mma --image-dir photos/ --json > predictions.jsonl
 
   vltool predict runs/merged --requests requests.jsonl --num-beams 5   # {"image", "prompt", "id"} lines
 """
@@ -477,22 +341,28 @@ PREDICT_EPILOG = """[bold]Examples[/bold]
 def predict(
     model: str = typer.Argument(..., help="vpg or adapters artifact, merged folder, BLIP-2 folder or alias"),
     image: list[str] | None = typer.Option(None, "--image", "-i", help="an image file (repeatable)"),
-    images: Path | None = typer.Option(None, "--images", help="every image file in this folder (sorted)"),
+    image_dir: Path | None = typer.Option(None, "--image-dir", help="every image file in this folder (sorted)"),
+    images: Path | None = typer.Option(None, "--images", hidden=True,
+                                       help="old spelling of --image-dir (elsewhere --images is an image root)"),
     requests: Path | None = typer.Option(None, "--requests", help='JSONL of {"image", "prompt", "id"} requests'),
     prompt: str | None = typer.Option(None, "--prompt", "-p",
                                       help="prompt for every image (default: none, i.e. caption); alone: text-only"),
     json_lines: bool = typer.Option(False, "--json", help="print one JSON object per line: id, image, prompt, prediction"),
-    max_new_tokens: int = typer.Option(30, help="generation length limit"),
-    num_beams: int = typer.Option(1, help="beam size (1: greedy)"),
-    batch_size: int = typer.Option(16, help="requests per generation batch"),
+    max_new_tokens: int | None = typer.Option(None, help="generation length limit (default: eval's eval.max_new_tokens)"),
+    num_beams: int | None = typer.Option(None, help="beam size, 1: greedy (default: eval's eval.num_beams)"),
+    batch_size: int | None = typer.Option(None, help="requests per generation batch (default: eval's eval.batch_size)"),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="skip missing/corrupt images"),
 ) -> None:
     """Caption images or answer prompts with a trained model; prints each prediction (or JSON lines)."""
     import json
 
+    from vltool.config.deprecation import deprecated
     from vltool.stages import predict as stage
 
-    results = _run_stage(stage.run, model, images=image or (), images_dir=images, requests=requests,
+    if images is not None:
+        deprecated("vltool predict --images", "--image-dir (--images is an image root in every other command)")
+        image_dir = image_dir or images
+    results = _run_stage(stage.run, model, images=image or (), images_dir=image_dir, requests=requests,
                          prompt=prompt, max_new_tokens=max_new_tokens, num_beams=num_beams,
                          batch_size=batch_size, skip_bad_images=skip_bad_images)
     from vltool.training.processes import is_main_process
@@ -545,7 +415,7 @@ def convert(
         vision = vision or vit
     _show_artifact(
         _run_stage(stage.run, checkpoint, dst, out, vision_config=vision_config,
-                   qformer_config=qformer_config, vit=vision, force=force), json_out
+                   qformer_config=qformer_config, vision=vision, force=force), json_out
     )
 
 
