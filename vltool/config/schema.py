@@ -197,7 +197,7 @@ class VPGTransRecipe(Strict):
 class AdapterSection(Strict):
     """LaVIN's MM-Adapter (PAPERS.md 2)."""
 
-    dim: int = Field(8, ge=1, description="bottleneck width")
+    bottleneck: int = Field(8, ge=1, description="the adapter's hidden width (LLM width -> bottleneck -> LLM width)")
     groups: int = Field(2, ge=1, description="groups of the up-projections")
     scale: float = 1.0
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -205,6 +205,18 @@ class AdapterSection(Strict):
     placement: Literal["attn", "block"] = "attn"
     router: bool = Field(True, description="False: one shared adapter, no routing (ablation)")
     vision: bool = Field(True, description="also adapt the vision encoder's blocks")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, value: Any) -> Any:
+        """0.x's ``adapter.dim`` still reads, with a note (one release); adapters artifacts keep their JSON."""
+        if isinstance(value, dict) and "dim" in value:
+            value = dict(value)
+            if "bottleneck" in value:
+                raise ValueError("give adapter.bottleneck only (adapter.dim is its old name)")
+            deprecated("adapter.dim", "adapter.bottleneck")
+            value["bottleneck"] = value.pop("dim")
+        return value
 
 
 class MMARecipe(Strict):

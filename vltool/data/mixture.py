@@ -156,6 +156,8 @@ class MixedVLData(Dataset):
         self.rows: list[RowIndex] = [index.rows(source.samples or [], keep) for source in self.sources]
         paths = index.images()
         self.images = ImageTable(paths, preprocess)
+        # the loader starts worker processes only when there is something to decode (text-only: none)
+        self.decodes_images = len(paths) > 0 or self.has_streams
         self.use_features = False
         self.bad_features: set[int] = set()  # images the feature cache could not encode
         self.bad_log: Path | None = None

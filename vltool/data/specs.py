@@ -98,8 +98,8 @@ def split_ratio(spec: str) -> tuple[str, float | None]:
 def load_spec(spec: str, split: str = "train", images: str | None = None) -> list[Sample]:
     """The samples a SPEC names; an empty dataset is an error rather than a silent no-op run."""
     if split_ratio(spec)[1] is not None:
-        raise UserError(f"data spec {spec!r}: sampling ratios (@R) apply to the training data of warmup and "
-                        "transfer only")
+        raise UserError(f"data spec {spec!r}: sampling ratios (@R) apply to the training data of warmup, "
+                        "transfer and tune-mma only")
     kind, arg = parse_spec(spec)
     samples = READERS[kind](arg, split, images)
     if not samples:
@@ -113,8 +113,8 @@ register_kind("sbu", lambda arg, split, images: read_caption_list(arg, images, "
 
 
 def _wds(arg: str, split: str, images: str | None) -> list[Sample]:
-    raise UserError(f"wds:{arg}: WebDataset shards are streamed as training data of warmup and transfer; "
-                    "other commands take caption files (coco:, jsonl:)")
+    raise UserError(f"wds:{arg}: WebDataset shards are streamed as training data of warmup, transfer and "
+                    "tune-mma; other commands take caption files (coco:, jsonl:)")
 
 
 register_kind("wds", _wds, "caption")

@@ -171,7 +171,7 @@ class MMAPredictor(Predictor):
         self.model = model.eval()
         self.blip2 = model  # it reads images
         self.preprocess = image_preprocessor(image_processor, uint8=pixels_on_device())
-        self.collator = MMACollator(tokenizer, model.front_end.num_tokens, max_length)
+        self.collator = MMACollator(tokenizer, model.front_end.visual_tokens, max_length)
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], cfg: GenerationSettings, progress=None) -> list[str]:

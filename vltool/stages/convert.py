@@ -20,7 +20,7 @@ from vltool.training.progress import NullReporter, Reporter
 
 
 def run(checkpoint: Path, llm: str | None, out: Path, *, vision_config: Path | None = None,
-        qformer_config: Path | None = None, vit: Path | None = None, force: bool = False,
+        qformer_config: Path | None = None, vision: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> Path:
     from vltool.artifacts.fingerprint import fingerprint_path
     from vltool.sources.convert import convert_lavis
@@ -29,17 +29,18 @@ def run(checkpoint: Path, llm: str | None, out: Path, *, vision_config: Path | N
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"LAVIS checkpoint {checkpoint} does not exist (expected a BLIP-2 .pth file)")
-    for flag, path in (("--vision", vit), ("--vision-config", vision_config), ("--qformer-config", qformer_config)):
+    for flag, path in (("--vision", vision), ("--vision-config", vision_config), ("--qformer-config", qformer_config)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path} does not exist")
     ensure_writable(Path(out), force)
     reporter.log(f"converting {checkpoint}" + (f" with LLM {llm}" if llm else ""))
     with ArtifactWriter(Path(out), "model", force=force) as writer:
         report = convert_lavis(checkpoint, llm, writer.path, vision_config=vision_config,
-                               qformer_config=qformer_config, vit=vit)
+                               qformer_config=qformer_config, vit=vision)
         writer.add_input("checkpoint", str(checkpoint.resolve()), fingerprint_path(checkpoint), what="LAVIS .pth")
-        if vit is not None:
-            writer.add_input("vit", str(Path(vit).resolve()), fingerprint_path(Path(vit)), what="EVA ViT .pth")
+        if vision is not None:  # "vision", as vpg and adapters artifacts name it (before #24: "vit")
+            writer.add_input("vision", str(Path(vision).resolve()), fingerprint_path(Path(vision)),
+                             what="EVA ViT .pth")
         if report.get("llm"):
             writer.add_input("llm", report["llm"], fingerprint_path(Path(report["llm"])), what="causal LM")
         writer.manifest.update({"format": report.get("format", "Blip2ForConditionalGeneration"),

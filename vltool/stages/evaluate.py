@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.config.schema import EvalRecipe
-from vltool.data.images import usable_samples
-from vltool.data.specs import load_spec
+from vltool.data.training_data import read_samples
 from vltool.data.vqav2 import with_question_text
 from vltool.data.workers import auto_workers
 from vltool.errors import UserError
@@ -28,10 +27,11 @@ from vltool.training.progress import NullReporter, Reporter
 
 
 def _samples(cfg: EvalRecipe, spec: str, read_images: bool = True):
-    """The samples of ``spec``; when a model will read their images, bad ones fail or are skipped first."""
-    samples = with_question_text(load_spec(spec, cfg.data.split, cfg.data.images), cfg.eval.question_text)
-    samples = samples[: cfg.eval.max_samples] if cfg.eval.max_samples else samples
-    return usable_samples(samples, cfg.data.skip_bad_images, spec)[0] if read_images else samples
+    """The samples of ``spec`` (``read_samples``, as training's validation reads them), questions in the
+    recipe's text processing; when a model will read their images, bad ones fail or are skipped first."""
+    samples, _ = read_samples([spec], cfg.data.split, cfg.data.images, cfg.data.skip_bad_images,
+                              cfg.eval.max_samples, what=spec, check=read_images)
+    return with_question_text(samples, cfg.eval.question_text)
 
 
 def _slug(text: str) -> str:

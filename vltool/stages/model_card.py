@@ -154,7 +154,8 @@ def _recipe_summary(name: str, manifest: dict) -> list[str]:
         rows.append(f"- prompt: {recipe.get('prompt')!r}, caption length {recipe.get('max_text_tokens')} tokens")
     else:
         ad = recipe.get("adapter", {})
-        rows.append(f"- MM-Adapters: placement {ad.get('placement')}, dim {ad.get('dim')}, groups {ad.get('groups')}, "
+        bottleneck = ad.get("bottleneck", ad.get("dim"))  # manifests written before #24 say adapter.dim
+        rows.append(f"- MM-Adapters: placement {ad.get('placement')}, bottleneck {bottleneck}, groups {ad.get('groups')}, "
                     f"router {'on' if ad.get('router') else 'off (shared adapter)'} (temperature "
                     f"{ad.get('temperature')}), vision adapters {'on' if ad.get('vision') else 'off'}; "
                     f"front end {recipe.get('front_end')}; max length {recipe.get('max_length')}")

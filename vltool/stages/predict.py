@@ -1,8 +1,9 @@
 """``vltool predict``: caption images or answer prompts with any model ``vltool eval`` accepts.
 
 Requests come from one or more images (``--image IMG``, repeatable), every image file in a folder
-(``--images DIR``, sorted by name, not recursive), a JSON Lines file of ``{"image"?, "prompt"?,
-"id"?}`` requests (``--requests FILE``; other keys such as ``answer`` are ignored, so an eval
+(``--image-dir DIR``, sorted by name, not recursive; ``--images``, its old name, still works
+with a note: everywhere else ``--images`` is the root of relative image paths), a JSON Lines
+file of ``{"image"?, "prompt"?, "id"?}`` requests (``--requests FILE``; other keys such as ``answer`` are ignored, so an eval
 ``jsonl:`` file works as is), or just ``--prompt`` for a text-only question. ``--prompt`` is the
 prompt of every image (and the default for request lines without one); the empty prompt
 captions, as in BLIP-2 / VPGTrans pre-training. Prompts are passed as written: for VQA use the
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vltool.config.schema import EvalSection
 from vltool.data.images import check_images, drop_bad_images, resolve_image_path
 from vltool.data.sample import Sample
 from vltool.errors import UserError
@@ -54,7 +56,7 @@ class Prediction:
 def _image_file(spec: str | Path, flag: str) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; pass --images {path} to predict on every image in it")
+        raise UserError(f"{flag} {path} is a folder; pass --image-dir {path} to predict on every image in it")
     return str(path)
 
 
@@ -62,19 +64,19 @@ def images_in(folder: str | Path) -> list[Path]:
     """The image files directly in ``folder`` (by suffix, case-insensitive), sorted by name."""
     path = Path(folder).expanduser()
     if not path.exists():
-        raise UserError(f"--images {path} does not exist")
+        raise UserError(f"--image-dir {path} does not exist")
     if not path.is_dir():
-        raise UserError(f"--images {path} is not a folder; pass a single image as --image {path}")
+        raise UserError(f"--image-dir {path} is not a folder; pass a single image as --image {path}")
     found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
-        raise UserError(f"--images {path} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"--image-dir {path} has no image files ({', '.join(IMAGE_SUFFIXES)})")
     return found
 
 
 def _rows(path: Path):
     """(line number, object) for every non-blank line of a requests file."""
     if path.is_dir():
-        raise UserError(f"--requests {path} is a folder; pass a JSON Lines file (or use --images {path})")
+        raise UserError(f"--requests {path} is a folder; pass a JSON Lines file (or use --image-dir {path})")
     if not path.is_file():
         raise UserError(f"requests file {path} does not exist")
     try:
@@ -118,10 +120,10 @@ def read_requests(path: str | Path, default_prompt: str | None) -> list[Sample]:
 def collect_requests(images: Sequence[str] = (), images_dir: str | Path | None = None,
                      requests: str | Path | None = None, prompt: str | None = None) -> list[Sample]:
     """The requests one ``predict`` call answers, from exactly one kind of input."""
-    given = [flag for flag, value in (("--image", images), ("--images", images_dir), ("--requests", requests))
+    given = [flag for flag, value in (("--image", images), ("--image-dir", images_dir), ("--requests", requests))
              if value]
     if len(given) > 1:
-        raise UserError(f"give one of --image, --images and --requests, not {' and '.join(given)}")
+        raise UserError(f"give one of --image, --image-dir and --requests, not {' and '.join(given)}")
     if requests:
         return read_requests(requests, prompt)
     if images_dir:
@@ -131,7 +133,7 @@ def collect_requests(images: Sequence[str] = (), images_dir: str | Path | None =
         paths = [_image_file(image, "--image") for image in images]
         return [Sample(Path(p).name, p, prompt or "", "") for p in paths]
     if prompt is None:
-        raise UserError("nothing to predict: give --image IMG, --images DIR or --requests FILE.jsonl "
+        raise UserError("nothing to predict: give --image IMG, --image-dir DIR or --requests FILE.jsonl "
                         "(with --prompt TEXT to ask a question; no prompt captions), or --prompt alone "
                         "for a text-only answer")
     return [Sample("prompt", None, prompt, "")]
@@ -161,16 +163,23 @@ def _model_for(model: str, samples: Sequence[Sample]) -> str:
 
 
 def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = None,
-        requests: str | Path | None = None, prompt: str | None = None, max_new_tokens: int = 30,
-        num_beams: int = 1, batch_size: int = 16, skip_bad_images: bool = False,
+        requests: str | Path | None = None, prompt: str | None = None, max_new_tokens: int | None = None,
+        num_beams: int | None = None, batch_size: int | None = None, skip_bad_images: bool = False,
         reporter: Reporter | None = None) -> list[Prediction]:
-    """Answer every request with ``model``; the predictions come back in request order."""
+    """Answer every request with ``model``; the predictions come back in request order.
 
+    Generation settings left as None are ``EvalSection``'s defaults, so predict and ``vltool eval``
+    agree without a second copy of them.
+    """
     from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
     from vltool.stages.evaluate import sharded
     from vltool.training.processes import process_state
 
     reporter = reporter or NullReporter()
+    defaults = EvalSection()
+    max_new_tokens = defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
+    num_beams = defaults.num_beams if num_beams is None else num_beams
+    batch_size = defaults.batch_size if batch_size is None else batch_size
     for name, value in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams),
                         ("--batch-size", batch_size)):
         if value < 1:

@@ -34,14 +34,13 @@ from vltool.data.device_pixels import (
     pixels_on_device,
     scale_of,
 )
-from vltool.data.images import refuse_bad_images, usable_samples
 from vltool.data.mixture import MixedVLData, Source, bad_samples
-from vltool.data.sample_table import answers, join
-from vltool.data.specs import load_spec, parse_spec, split_ratio
+from vltool.data.sample_table import answers
+from vltool.data.training_data import read_samples, train_sources
 from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.data.vqav2 import with_question_text
-from vltool.data.wds import estimate_size, first_captions, shard_paths
+from vltool.data.wds import first_captions
 from vltool.errors import UserError
 from vltool.models import vlm
 from vltool.models.word_converter import align, fit_converter, merge_projector
@@ -75,43 +74,11 @@ class Setup:
     phase_sets: dict[str, MixedVLData] = field(default_factory=dict)
 
 
-def _samples(specs: list[str], split: str, cfg: VPGTransRecipe, limit: int | None):
-    if not specs:
-        raise UserError(f"no {split} data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
-    samples = join([load_spec(spec, split, cfg.data.images) for spec in specs])  # flat tables (#23)
-    samples, report = usable_samples(samples, cfg.data.skip_bad_images, f"{split} data")
-    return samples[:limit] if limit else samples, report.as_metrics()
-
-
 def _train_sources(cfg: VPGTransRecipe, specs: list[str] | None = None) -> tuple[list[Source], dict]:
-    """The training mixture's sources (``SPEC[@RATIO]``; ``specs``, default ``data.train``), images
-    checked up front unless bad ones are skipped.
-
-    With ``--skip-bad-images`` nothing is opened before training (a million files would delay the
-    start): bad images met while training are replaced and counted (``vltool.data.mixture``).
-    """
-    specs = cfg.data.train if specs is None else specs
-    if not specs:
-        raise UserError("no train data: pass --data SPEC (e.g. --data demo:caption) or set data.train in the recipe")
-    sources, left = [], cfg.data.max_train_samples
-    for raw in specs:
-        spec, ratio = split_ratio(raw)
-        kind, arg = parse_spec(spec)
-        if kind == "wds":
-            shards = shard_paths(arg)
-            sources.append(Source(spec, ratio, shards=shards, size=estimate_size(shards)))
-            continue
-        samples = load_spec(spec, "train", cfg.data.images)
-        if left is not None:
-            samples, left = samples[:left], max(0, left - len(samples))
-        if samples:
-            sources.append(Source(spec, ratio, samples=samples, size=len(samples)))
-    report: dict = {}
-    if not cfg.data.skip_bad_images:
-        # the sources' own tables, not one Sample object per caption (#23)
-        checked = refuse_bad_images([src.samples for src in sources if src.samples], "train data")
-        report = checked.as_metrics()
-    return sources, report
+    """The training mixture's sources (``specs``, default ``data.train``): ``vltool.data.training_data``,
+    the one path tune-mma shares (#24)."""
+    return train_sources(cfg.data.train if specs is None else specs, cfg.data.images, cfg.data.skip_bad_images,
+                         cfg.data.max_train_samples)
 
 
 def _load_dtype(cfg: VPGTransRecipe) -> torch.dtype:
@@ -218,7 +185,8 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     train_answers = [a for src in warm_sources for a in answers(src.samples or [])]
     text = caption_text.processor(cfg.text_processor)
     # each validation spec read once, at most data.max_val_samples samples each; scored per spec
-    val_by_spec = {spec: with_question_text(_samples([spec], "val", cfg, cfg.data.max_val_samples)[0],
+    val_by_spec = {spec: with_question_text(read_samples([spec], "val", cfg.data.images, cfg.data.skip_bad_images,
+                                                         cfg.data.max_val_samples)[0],
                                             cfg.eval.question_text) for spec in cfg.data.val}
     if cfg.text_processor != "none":  # the teacher-forced validation loss reads the trained text too
         val_by_spec = {spec: [replace(s, answer=text(s.answer)) for s in samples] for spec, samples in val_by_spec.items()}

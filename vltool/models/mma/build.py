@@ -16,8 +16,10 @@ from vltool.models.mma.qformer_frontend import QFormerFrontEnd
 
 
 def settings_from(adapter: dict) -> AdapterSettings:
-    """AdapterSettings from a recipe's ``adapter`` section (``dim`` is the bottleneck)."""
-    return AdapterSettings(bottleneck=adapter["dim"], groups=adapter["groups"], scale=adapter["scale"],
+    """AdapterSettings from a recipe's ``adapter`` section; adapters artifacts written before #24 call
+    the bottleneck ``dim`` in their ``configs/mma.json``, and still load."""
+    bottleneck = adapter["bottleneck"] if "bottleneck" in adapter else adapter["dim"]
+    return AdapterSettings(bottleneck=bottleneck, groups=adapter["groups"], scale=adapter["scale"],
                            dropout=adapter["dropout"], router=adapter["router"], temperature=adapter["temperature"])
 
 

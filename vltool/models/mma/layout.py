@@ -26,7 +26,7 @@ IMAGE_TOKEN = "<image>"
 __all__ = ["IGNORE", "IMAGE_TOKEN", "VISUAL", "MMACollator", "MMADatasetCollate", "image_prompt"]
 
 
-def image_prompt(prompt: str, num_visual: int) -> str:
+def image_prompt(prompt: str, visual_tokens: int) -> str:
     """LaVIN's text for an image sample, the visual slots written as ``<image>`` placeholders.
 
     A merged Q-Former MMA folder is prompted with exactly this string (the tokenizer adds BOS);
@@ -37,7 +37,7 @@ def image_prompt(prompt: str, num_visual: int) -> str:
     # " " before the prompt: LaVIN tokenises the prompt on its own, so SentencePiece starts it with
     # its dummy-prefix "▁"; after a special token a tokenizer starts a new piece, and the space is
     # what gives that "▁" back (the same ids, tests/test_mma_layout_ids.py)
-    return "Image: " + IMAGE_TOKEN * num_visual + (" " + prompt if prompt else "")
+    return "Image: " + IMAGE_TOKEN * visual_tokens + (" " + prompt if prompt else "")
 
 
 MAX_ANSWER_TOKENS = 256  # an answer's tokens before its EOS (longer ones are cut)
@@ -46,10 +46,10 @@ MAX_ANSWER_TOKENS = 256  # an answer's tokens before its EOS (longer ones are cu
 class MMACollator:
     """(image tensor or None, prompt, answer) rows -> an MMAModel batch."""
 
-    def __init__(self, tokenizer, num_visual: int, max_length: int = 512,
+    def __init__(self, tokenizer, visual_tokens: int, max_length: int = 512,
                  max_answer_tokens: int = MAX_ANSWER_TOKENS) -> None:
         self.tok = tokenizer
-        self.num_visual = num_visual
+        self.visual_tokens = visual_tokens
         self.max_length = max_length
         self.max_answer = max_answer_tokens
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -60,7 +60,7 @@ class MMACollator:
     def head(self, has_image: bool) -> list[int]:
         bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
         if has_image:
-            return bos + self._ids("Image: ") + [VISUAL] * self.num_visual
+            return bos + self._ids("Image: ") + [VISUAL] * self.visual_tokens
         return bos + self._ids("Image: N/A")
 
     def head_and_prompt(self, has_image: bool, prompt: str) -> tuple[list[int], list[int]]:
@@ -69,9 +69,9 @@ class MMACollator:
         if not has_image or IMAGE_TOKEN not in vocab:
             return self.head(has_image), self._ids(prompt)
         bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
-        ids = bos + self._ids(image_prompt(prompt, self.num_visual))
+        ids = bos + self._ids(image_prompt(prompt, self.visual_tokens))
         slots = [i for i, t in enumerate(ids) if t == vocab[IMAGE_TOKEN]]
-        if len(slots) != self.num_visual or slots[-1] - slots[0] + 1 != self.num_visual:
+        if len(slots) != self.visual_tokens or slots[-1] - slots[0] + 1 != self.visual_tokens:
             raise ValueError(f"the prompt {prompt!r} must not contain {IMAGE_TOKEN} itself")
         end = slots[-1] + 1
         return [VISUAL if t == vocab[IMAGE_TOKEN] else t for t in ids[:end]], ids[end:]
@@ -113,11 +113,14 @@ class MMACollator:
 
 
 class MMADatasetCollate:
-    """Collate for the training loop over a ``VLDataset`` (rows of image index, prompt, answer)."""
+    """Collate for the training loop: rows of (pixels, or an image index into ``dataset.images``, or -1
+    for text-only; prompt; answer), as ``MixedVLData`` (pixels decoded in its ``__getitem__``) and
+    ``VLDataset`` (indices) give them."""
 
     def __init__(self, dataset, collator: MMACollator) -> None:
         self.dataset, self.collator = dataset, collator
 
     def __call__(self, rows):
-        images = [self.dataset.images[i] if i >= 0 else None for i, _, _ in rows]
+        images = [i if isinstance(i, torch.Tensor) else self.dataset.images[i] if i >= 0 else None
+                  for i, _, _ in rows]
         return self.collator.batch(images, [r[1] for r in rows], [r[2] for r in rows])

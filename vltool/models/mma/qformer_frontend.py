@@ -3,7 +3,7 @@
 This is the card's pipeline (VPGTrans first, then MMA): the visual tokens are the Q-Former's
 query outputs through the projector (``language_projection``), taken from a vltool ``vpg``
 artifact or an HF BLIP-2 folder. Any module with this signature (pixel_values -> [B, n, d_llm],
-a ``num_tokens`` attribute, the trainable projection under ``projector``) plugs into MMAModel.
+a ``visual_tokens`` attribute, the trainable projection under ``projector``) plugs into MMAModel.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class QFormerFrontEnd(nn.Module):
         self.projector = blip2.language_projection
 
     @property
-    def num_tokens(self) -> int:
+    def visual_tokens(self) -> int:
         return self.query_tokens.shape[1]
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
