@@ -70,7 +70,8 @@ def vpgtrans_costs(cfg: Any, config: Any) -> list[StageCost]:
     batch = cfg.train.batch_size
     rows: list[StageCost] = []
     stage2 = per_sample(config, "stage2", cfg.max_text_tokens)
-    if cfg.stage == "warmup" or not cfg.from_scratch:
+    chat = getattr(cfg, "chat", None) is not None  # VL-Vicuna's stage 3: runs --from-vpg, after a transfer
+    if (cfg.stage == "warmup" or not cfg.from_scratch) and not chat:
         cached = cfg.warmup.feature_cache and cfg.data.augment == "none"
         steps = planned_steps(cfg.warmup.max_steps, cfg.warmup.epochs, cfg.warmup.dry_run_samples, batch)
         how = (f"warmup.max_steps {cfg.warmup.max_steps}" if cfg.warmup.max_steps is not None else
@@ -84,7 +85,8 @@ def vpgtrans_costs(cfg: Any, config: Any) -> list[StageCost]:
         steps = planned_steps(cfg.train.max_steps, cfg.train.epochs, None, batch)
         how = (f"train.max_steps {cfg.train.max_steps}" if cfg.train.max_steps is not None else
                f"{cfg.train.epochs:g} epoch(s) of data the dry-run cannot count: set train.max_steps")
-        rows.append(StageCost("from scratch (this recipe)" if cfg.from_scratch else "stage 2",
+        name = "stage 3 (chat, --from-vpg)" if chat else "from scratch (this recipe)" if cfg.from_scratch else "stage 2"
+        rows.append(StageCost(name,
                               None if steps is None else steps * batch, steps, stage2, how))
     return rows
 
@@ -123,8 +125,9 @@ def cost_table(cfg: Any, config: Any, gpu: str = DEFAULT_GPU, mfu: float = DEFAU
     known = all(r.samples is not None for r in rows)
     total_flops = sum(r.flops or 0.0 for r in rows) if known else None
     total_hours = sum(r.gpu_hours(gpu, mfu) or 0.0 for r in rows) if known else None
+    chat = getattr(cfg, "chat", None) is not None
     is_method = cfg.stage == "transfer" and not cfg.from_scratch
-    if cfg.stage == "transfer":
+    if cfg.stage == "transfer" and not chat:
         if len(rows) > 1:
             table.append(["total" + (" (VPGTrans)" if is_method else ""),
                           _num(sum(r.samples or 0 for r in rows) if known else None),
@@ -138,7 +141,10 @@ def cost_table(cfg: Any, config: Any, gpu: str = DEFAULT_GPU, mfu: float = DEFAU
              f"counted by vltool/models/flops.py with every caption at {cfg.max_text_tokens} tokens (BOS + caption + "
              "end of text: an upper bound)",
              "lengths: " + "; ".join(f"{r.stage}: {r.how}" for r in rows)]
-    if cfg.stage == "transfer":
+    if chat:
+        notes.append("stage 3 continues a finished transfer (vltool transfer --from-vpg ART): add this to the cost "
+                     "of the transfer recipe that made ART; there is no from-scratch counterpart")
+    elif cfg.stage == "transfer":
         notes.append("from scratch: stage 2 from BLIP-2's stage-1 Q-Former on BLIP-2's 129M pairs (VPGTrans README "
                      "figs/cost.png: 631.5 A100-hours vs VPGTrans's 59.0 for OPT-6.7B)")
     return {"title": f"cost of {cfg.src} -> {cfg.dst} (batch {batch:,} per optimizer step)",
