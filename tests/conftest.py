@@ -1,9 +1,10 @@
-"""Shared test setup: a private VLTOOL_HOME and no hub access, ever."""
+"""Shared test setup: a private VLTOOL_HOME, no hub access, ever, and the ``world`` mark.
+
+Helpers shared by tests live in the ``support`` package (tests/support, on pytest's pythonpath)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("COLUMNS", "200")
 os.environ.setdefault("TERMINAL_WIDTH", "200")
 
-TESTS_DIR = Path(__file__).parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+WORLD_FIXTURES = {"quick_world", "quick_world_home"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``world`` every test that needs the quick demo world, so ``-m 'not world'`` is a fast loop.
+
+    Derived from the fixtures a test asks for (directly or through another fixture), so no test can
+    forget the mark."""
+    for item in items:
+        if WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.world)
 
 
 @pytest.fixture
