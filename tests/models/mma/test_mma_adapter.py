@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.tiny_models import mma_llama, mma_opt
-from transformers import (
-    Blip2VisionConfig,
-    Blip2VisionModel,
-)
+from support.tiny_models import mma_llama, mma_opt, vision_config
+from transformers import Blip2VisionModel
 
 from vltool.errors import UserError
 from vltool.models.mma.adapter import AdaptedNorm, MMAdapter
@@ -73,8 +70,7 @@ def test_injection_wraps_the_transformers_norms_and_keeps_outputs_at_init(make, 
 
 def test_blip2_vision_adapters_after_layer_norm1() -> None:
     torch.manual_seed(0)
-    vision = Blip2VisionModel(Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                num_attention_heads=4, image_size=28, patch_size=14)).eval()
+    vision = Blip2VisionModel(vision_config(layers=2)).eval()  # initializer_range 0.02: not near-zero weights
 
     pixels = torch.randn(2, 3, 28, 28)
     before = vision(pixel_values=pixels).last_hidden_state
