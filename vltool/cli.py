@@ -209,7 +209,7 @@ def _need_out(out: Path | None) -> Path:
 @training_command(app, "transfer", "transfer", "dst", TRANSFER_EPILOG, _execute)
 def transfer(o: Any, flags: dict[str, Any]) -> Launch:
     """VPGTrans: warm-up (unless --from-warmup), then fine-tune Q-Former + queries + ln_vision + projector."""
-    from vltool.stages import vpg_chat, vpgtrans
+    from vltool.stages import vpg_chat, vpgtrans, warm_artifact
 
     if o.qformer is not None and not o.from_scratch:
         raise UserError("--qformer names the start of the from-scratch baseline; add --from-scratch")
@@ -220,7 +220,7 @@ def transfer(o: Any, flags: dict[str, Any]) -> Launch:
         return Launch({**vpg_chat.flags_from_vpg(o.from_vpg), **given}, vpg_chat.run_from_vpg, vpgtrans.dry_run,
                       {"from_vpg": o.from_vpg})
     if o.from_warmup is not None:
-        flags = {**vpgtrans.flags_from_warmup(o.from_warmup), **given}
+        flags = {**warm_artifact.flags_from_warmup(o.from_warmup), **given}
     return Launch(flags, vpgtrans.run_transfer, vpgtrans.dry_run, {"from_warmup": o.from_warmup})
 
 

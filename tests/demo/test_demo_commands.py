@@ -52,7 +52,7 @@ def test_each_command_line_makes_the_stage_call_of_its_step(quick: bool, monkeyp
 
     from vltool.cli import app
     from vltool.demo import build
-    from vltool.stages import evaluate, merge, tune_mma, vpgtrans
+    from vltool.stages import evaluate, merge, tune_mma, vpgtrans, warm_artifact
 
     calls: list[tuple[str, Any]] = []
 
@@ -74,7 +74,7 @@ def test_each_command_line_makes_the_stage_call_of_its_step(quick: bool, monkeyp
     monkeypatch.setattr(build, "build_summary", recorder("build.build_summary", {"rows": []}))
     monkeypatch.setattr(vpgtrans, "run_warmup", recorder("run_warmup"))
     monkeypatch.setattr(vpgtrans, "run_transfer", recorder("run_transfer"))
-    monkeypatch.setattr(vpgtrans, "flags_from_warmup", lambda path: {"src": "demo-blip2-opt-s", "dst": "demo-llama"})
+    monkeypatch.setattr(warm_artifact, "flags_from_warmup", lambda path: {"src": "demo-blip2-opt-s", "dst": "demo-llama"})
     monkeypatch.setattr(merge, "run", recorder("merge.run"))
     monkeypatch.setattr(tune_mma, "run", recorder("tune_mma.run"))
     monkeypatch.setattr(evaluate, "run", recorder("evaluate.run", {}))

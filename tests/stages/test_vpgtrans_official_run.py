@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from vltool.artifacts import ArtifactWriter
 from vltool.cli import app
 from vltool.config.shipped import load_named_recipe
-from vltool.stages import scaffold, vpgtrans
+from vltool.stages import scaffold, vpgtrans, vpgtrans_setup
+from vltool.stages import warm_artifact as warm_module
 
 RECIPE = "vpgtrans/opt6.7b-to-vicuna7b"
 STAGE2_MIX = ["coco:coco/annotations/coco_karpathy_train.json@0.1", "vg:vg/annotations/vg_caption.json@0.2",
@@ -84,9 +85,9 @@ def test_warmup_data_flag_and_recipe_keep_stage2_data_apart(monkeypatch: pytest.
                                     "sbu:sbu_captions/annotations/sbu.json"]
     invoke(["warmup", "-r", RECIPE, "--data", "coco:mine.json", "--out", str(tmp_path / "w")])
     assert seen[-1].warmup.data == ["coco:mine.json"] and seen[-1].data.train == STAGE2_MIX
-    assert vpgtrans.warmup_specs(seen[-1]) == ["coco:mine.json"]
+    assert vpgtrans_setup.warmup_specs(seen[-1]) == ["coco:mine.json"]
     no_warm_data = load_named_recipe(None, "transfer", [], {"src": "s", "dst": "d", "data.train": ["coco:x.json"]})
-    assert vpgtrans.warmup_specs(no_warm_data) == ["coco:x.json"]  # without warmup.data: data.train
+    assert vpgtrans_setup.warmup_specs(no_warm_data) == ["coco:x.json"]  # without warmup.data: data.train
 
 
 def test_shipped_vicuna_recipe_states_the_official_length() -> None:
@@ -174,7 +175,7 @@ def test_chain_script_warms_up_on_coco_sbu_and_keeps_the_stage2_mix(tmp_path: Pa
     seen: dict[str, object] = {}
     monkeypatch.setattr(vpgtrans, "run_warmup", lambda cfg, out, **kw: seen.setdefault("warmup", cfg) and out)
     monkeypatch.setattr(vpgtrans, "run_transfer", lambda cfg, out, **kw: seen.setdefault("transfer", cfg) and out)
-    monkeypatch.setattr(vpgtrans, "flags_from_warmup", lambda path: {"src": "opt6.7b", "dst": "vicuna7b"})
+    monkeypatch.setattr(warm_module, "flags_from_warmup", lambda path: {"src": "opt6.7b", "dst": "vicuna7b"})
     monkeypatch.setattr("vltool.cli._show_artifact", lambda *args, **kwargs: None)
     script = (Path(__file__).parents[2] / "recipes" / "vpgtrans-then-merge.sh").read_text()
     joined = script.replace("\\\n", " ")

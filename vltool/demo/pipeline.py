@@ -68,7 +68,7 @@ class Step:
 def commands(out: Path, quick: bool) -> list[Step]:
     """The pipeline: the same lines, in the same order, as ``recipes/demo.sh``."""
     from vltool.demo.build import build_summary
-    from vltool.stages import evaluate, merge, tune_mma, vpgtrans
+    from vltool.stages import evaluate, merge, tune_mma, vpgtrans, warm_artifact
 
     p = PROFILES["quick" if quick else "full"]
     runs = out / "runs"
@@ -78,7 +78,7 @@ def commands(out: Path, quick: bool) -> list[Step]:
     scratch_flags = {"from_scratch": True, "scratch_qformer": SCRATCH_QFORMER}
 
     def transfer_call(r: Reporter) -> Any:
-        cfg = load_named_recipe(RECIPE, "transfer", p["transfer"], vpgtrans.flags_from_warmup(warm))
+        cfg = load_named_recipe(RECIPE, "transfer", p["transfer"], warm_artifact.flags_from_warmup(warm))
         return vpgtrans.run_transfer(cfg, transfer, from_warmup=warm, force=True, reporter=r)
 
     def eval_call(r: Reporter) -> Any:

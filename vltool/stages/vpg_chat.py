@@ -30,7 +30,7 @@ from vltool.artifacts import read_artifact
 from vltool.config.schema import VPGTransRecipe
 from vltool.errors import UserError
 from vltool.models.chat_layout import text_layout
-from vltool.stages import vpgtrans
+from vltool.stages import vpgtrans, vpgtrans_setup, warm_artifact
 from vltool.stages.scaffold import StageRun
 from vltool.training.progress import Reporter
 
@@ -51,9 +51,9 @@ def run_from_vpg(cfg: VPGTransRecipe, out: Path, from_vpg: Path, force: bool = F
     if not cfg.data.train:
         raise UserError("--from-vpg trains on the recipe's data.train or --data (VL-Vicuna's chat stage: "
                         "--data cc_sbu_align:DIR)")
-    before = vpgtrans.check_matches(cfg, Path(from_vpg))
+    before = warm_artifact.check_matches(cfg, Path(from_vpg))
     with StageRun(cfg, out, force, resume, reporter) as run:
-        setup = vpgtrans.prepare(cfg, run.reporter, "warmup", Path(from_vpg), phases=("finetune",))
+        setup = vpgtrans_setup.prepare(cfg, run.reporter, "warmup", Path(from_vpg), phases=("finetune",))
         model = setup.model
         setup.layout = text_layout(setup.tokenizer, model.config.num_query_tokens, model.config.image_token_index,
                                    cfg.model_dump(mode="json"))
