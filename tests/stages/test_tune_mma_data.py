@@ -171,6 +171,7 @@ def test_predict_generates_with_the_schemas_defaults(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(predict, "EvalSection", Shifted)
     monkeypatch.setattr(predictors, "load_predictor", lambda spec: Fake())
+    monkeypatch.setattr(predict, "load_predictor", lambda spec: Fake(), raising=False)  # imported at the top
     [got] = predict.run("any", prompt="a question")
     assert got.prediction == "ok"
     assert (seen[0].max_new_tokens, seen[0].num_beams, seen[0].batch_size) == (7, 3, 5)
