@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from vltool.config.loader import load_recipe
 from vltool.errors import UserError
 
 
@@ -52,6 +53,5 @@ def load_named_recipe(name: str | None, stage: str, overrides: list[str] | None 
                       flags: dict | None = None):
     """A recipe as every command loads it: the shipped name or path (none: the stage defaults),
     then the flags, then ``key=value`` overrides."""
-    from vltool.config.loader import load_recipe
 
     return load_recipe(find_recipe(name) if name else None, stage, overrides or [], flags or {})

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vltool.data.device_pixels import PixelScale
+
 AUGMENTS = ("none", "blip2")
 
 
@@ -44,7 +46,6 @@ class Blip2TrainTransform:
         The table is this transform's own arithmetic applied to every uint8 value, so uint8 then
         the table is bit-identical to ``normalise=True`` (``vltool.data.device_pixels``).
         """
-        from vltool.data.device_pixels import PixelScale
 
         values = np.arange(256, dtype=np.float32)[:, None].repeat(3, axis=1)
         return PixelScale(torch.from_numpy(((values / 255.0 - self.mean) / self.std).T.copy()))

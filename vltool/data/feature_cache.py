@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from vltool.artifacts.disk_space import disk_full, free_bytes, guard, reserve
+from vltool.data.heap import release_free_memory
 from vltool.errors import UserError
 
 FORMAT = 1
@@ -145,7 +146,6 @@ def image_batches(table: Any, batch_size: int, workers: int) -> Callable[[list[i
 
     def run(indices: list[int]):
         if workers:
-            from vltool.data.heap import release_free_memory
 
             release_free_memory()  # the workers fork now: give the setup's freed pages back first (#23)
         return DataLoader(_Images(table, indices), batch_size=batch_size, num_workers=workers, collate_fn=_stack)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from vltool.data.caption_text import processor
 from vltool.data.jsonl import data_path, expect_keys, expect_str, read_json
 from vltool.data.sample import Sample
 from vltool.errors import UserError
@@ -99,7 +100,6 @@ def with_question_text(samples: list[Sample], name: str) -> list[Sample]:
         return samples
     from dataclasses import replace
 
-    from vltool.data.caption_text import processor
 
     text = processor(name)
     return [replace(s, prompt=PROMPT.format(text(s.meta["question"]))) if "question" in s.meta else s

@@ -29,6 +29,7 @@ from typing import Any
 
 from vltool.artifacts.environment import package_versions
 from vltool.data.workers import cpu_count
+from vltool.demo import datasets, tokenizers
 from vltool.demo import home as homes
 from vltool.demo.jobs import (
     ITEM_MANIFEST,
@@ -198,7 +199,6 @@ def build_world(seed: int = 0, force: bool = False, reporter: Reporter | None = 
     ``workers``: training processes (default one per core, at most 4; 1 = in this process).
     ``only``: build just these models (and what they need); ``vltool demo`` needs no demo-opt-l.
     """
-    from vltool.demo import datasets, tokenizers
 
     quiet_transformers()
     reporter = reporter or NullReporter()

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vltool.demo import datasets, lms, source_blip2, stage1_qformer, vision
+from vltool.errors import UserError
+
 ITEM_MANIFEST = "build.json"  # not manifest.json: that name marks vltool artifacts; these are HF folders
 LM_NAMES = ("demo-opt-s", "demo-opt-l", "demo-llama")
 TOKENIZER_OF = {"demo-opt-s": "opt", "demo-opt-l": "opt", "demo-llama": "llama"}
@@ -114,7 +117,6 @@ def _lm_job(root: Path, name: str, seed: int, profile: Profile, reporter) -> Cal
     def make(p: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
-        from vltool.demo import datasets, lms
 
         tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizers" / TOKENIZER_OF[name]))
         train_docs, val_docs = datasets.lm_corpus(seed, n_train=profile.lm_docs)
@@ -131,7 +133,6 @@ def _lm_job(root: Path, name: str, seed: int, profile: Profile, reporter) -> Cal
 
 def _vision_job(root: Path, seed: int, profile: Profile, reporter) -> Callable[[Path], dict[str, Any]]:
     def make(p: Path) -> dict[str, Any]:
-        from vltool.demo import vision
 
         model, metrics = vision.pretrain_vision(seed, reporter=reporter, steps=profile.vision_steps,
                                                 n_train=profile.vision_images)
@@ -145,7 +146,6 @@ def _source_job(root: Path, seed: int, profile: Profile, reporter) -> Callable[[
     def make(p: Path) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer, Blip2VisionModel
 
-        from vltool.demo import source_blip2, vision
 
         lm_dir = root / "models" / "demo-opt-s"
         tokenizer = AutoTokenizer.from_pretrained(str(lm_dir))
@@ -166,7 +166,6 @@ def _stage1_job(root: Path, seed: int, profile: Profile, reporter) -> Callable[[
     def make(p: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer, Blip2VisionModel
 
-        from vltool.demo import stage1_qformer, vision
 
         tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizers" / "opt"))
         encoder = Blip2VisionModel.from_pretrained(str(root / "vision"))
@@ -238,7 +237,6 @@ def worker_main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     quiet_transformers()
-    from vltool.errors import UserError
 
     for line in sys.stdin:
         request = json.loads(line)

@@ -27,6 +27,8 @@ from torch.utils.data import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedModel
 
 from vltool.data.text_batches import IGNORE
+from vltool.demo import world
+from vltool.demo.datasets import caption_attributes
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import Reporter
 from vltool.training.settings import TrainSettings
@@ -167,8 +169,6 @@ def skill_checks(model: PreTrainedModel, tokenizer, seed: int, n: int = 48) -> d
     sqa_image_from_description: the same skill in the VQA and IMG ScienceQA formats; sqa_text:
     TXT/NO ScienceQA items (text only); instruction: exact match on text-only instructions.
     """
-    from vltool.demo import world
-    from vltool.demo.datasets import caption_attributes
 
     rng = random.Random(seed + 999)
     scenes = [world.random_scene(rng) for _ in range(n)]

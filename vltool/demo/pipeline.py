@@ -25,11 +25,16 @@ from typing import Any
 from vltool.artifacts import ensure_writable
 from vltool.artifacts.environment import package_versions
 from vltool.config.shipped import load_named_recipe
+from vltool.data.device_pixels import normalise_batch, scale_of
+from vltool.data.specs import load_spec
 from vltool.demo import report as rep
+from vltool.demo.build import build_summary
 from vltool.demo.findings import findings
 from vltool.errors import UserError
 from vltool.eval.curves import read_curve, speedup
 from vltool.eval.metric_fields import describe, is_metric
+from vltool.eval.predictors import load_predictor
+from vltool.stages import evaluate, merge, tune_mma, vpgtrans, warm_artifact
 from vltool.training.progress import NullReporter, Reporter
 
 RECIPE = "demo/transfer-opt-s-to-llama"
@@ -67,8 +72,6 @@ class Step:
 
 def commands(out: Path, quick: bool) -> list[Step]:
     """The pipeline: the same lines, in the same order, as ``recipes/demo.sh``."""
-    from vltool.demo.build import build_summary
-    from vltool.stages import evaluate, merge, tune_mma, vpgtrans, warm_artifact
 
     p = PROFILES["quick" if quick else "full"]
     runs = out / "runs"
@@ -125,8 +128,6 @@ def max_logit_diff(unmerged: Path, merged: Path, n: int = 8) -> float:
     from PIL import Image
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    from vltool.data.specs import load_spec
-    from vltool.eval.predictors import load_predictor
 
     ours = load_predictor(str(unmerged)).blip2
     hf = Blip2ForConditionalGeneration.from_pretrained(str(merged)).eval()
@@ -142,9 +143,6 @@ def mma_logit_diff(adapters: Path, merged: Path, n: int = 8) -> float:
     """Largest |logit| difference between the adapters model and its image-modality merge."""
     import torch
 
-    from vltool.data.device_pixels import normalise_batch, scale_of
-    from vltool.data.specs import load_spec
-    from vltool.eval.predictors import load_predictor
 
     ours, theirs = load_predictor(str(adapters)), load_predictor(str(merged))
     samples = [s for s in load_spec("demo:sqa", "val") if s.image is not None][:n]

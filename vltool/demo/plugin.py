@@ -3,6 +3,10 @@
 Declared in pyproject.toml under the ``vltool.plugins`` entry point group, so the registries in
 ``vltool.data.specs``, ``vltool.eval.scoring`` and ``vltool.sources.aliases`` learn about the demo
 world when first asked, and none of them imports it.
+
+Imports sit inside the functions on purpose: the registries load this module while they are
+themselves being imported (``register`` calls back into them), so a module-level import of
+``vltool.data.specs`` here would be a cycle, and the demo's readers stay unloaded until used.
 """
 
 from __future__ import annotations

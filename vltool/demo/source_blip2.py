@@ -19,7 +19,9 @@ from transformers import Blip2Processor, Blip2QFormerConfig, Blip2QFormerModel
 from vltool.data.vl_collate import VLCollator
 from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.demo.datasets import caption_scores, read_demo
+from vltool.demo.vision import image_processor
 from vltool.models import vlm
+from vltool.sources.hf_blip2 import save_blip2_folder
 from vltool.training.loop import make_accelerator, train
 from vltool.training.progress import Reporter
 from vltool.training.settings import TrainSettings
@@ -83,8 +85,6 @@ def save_source(model, tokenizer, path: Path) -> None:
     top = model.config
     for config in (top, top.vision_config, top.qformer_config, top.text_config):
         config._name_or_path = ""  # no build-time temp paths in the saved config
-    from vltool.demo.vision import image_processor
-    from vltool.sources.hf_blip2 import save_blip2_folder
 
     save_blip2_folder(model, tokenizer, image_processor(), path)
 

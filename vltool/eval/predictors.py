@@ -13,15 +13,29 @@ from dataclasses import dataclass
 
 import torch
 
+from vltool.artifacts import read_artifact
 from vltool.data.device_pixels import normalise, normalise_batch, pixels_on_device, scale_of
 from vltool.data.image_batches import image_chunks
 from vltool.data.sample import Sample
 from vltool.data.text_batches import TextEncoder
+from vltool.data.vl_dataset import image_preprocessor
 from vltool.errors import UserError
+from vltool.models import vlm
+from vltool.models.chat_layout import text_layout  # the chat turn when the recipe has `chat`
+from vltool.models.mma.build import settings_from
+from vltool.models.mma.clip_frontend import ClipFrontEnd
+from vltool.models.mma.inject import inject_vision
+from vltool.models.mma.layout import MMACollator
+from vltool.models.mma.loading import load_adapters
+from vltool.models.mma.mma_model import MMAModel
+from vltool.models.mma.qformer_frontend import QFormerFrontEnd
+from vltool.models.vlm import stop_ids as ids
+from vltool.sources.aliases import find_alias
+from vltool.sources.hub_cache import split_revision
+from vltool.sources.open_model import BLIP2, CAUSAL_LM, open_model, resolve_model
 
 
 def stop_ids(model, tokenizer, extra: int | None = None) -> list[int]:
-    from vltool.models.vlm import stop_ids as ids
 
     return ids(model, tokenizer, extra)
 
@@ -113,7 +127,6 @@ class Predictor:
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def _generate_images(self, samples: list[Sample], images: list, cfg: GenerationSettings) -> list[str]:
-        from vltool.models import vlm
 
         # uint8 pixels from the workers are normalised here, on the model's device
         pixels = normalise(torch.stack(images).to(self.device), scale_of(self.preprocess))
@@ -164,8 +177,6 @@ class MMAPredictor(Predictor):
     """LaVIN's layout: [BOS] "Image: " visual tokens / "Image: N/A", prompt; routed per sample."""
 
     def __init__(self, name: str, model, tokenizer, image_processor, max_length: int = 512) -> None:
-        from vltool.data.vl_dataset import image_preprocessor
-        from vltool.models.mma.layout import MMACollator
 
         super().__init__(name, model.lm, tokenizer)
         self.model = model.eval()
@@ -209,8 +220,6 @@ class MMAPredictor(Predictor):
 def _blip2_predictor(name: str, model, tokenizer, image_processor, recipe: dict | None = None) -> Predictor:
     """``recipe``: a vpg artifact's, whose end of text and caption prompt the layout follows (an HF
     folder's own stop ids are in its generation config, which ``stop_ids`` always keeps)."""
-    from vltool.data.vl_dataset import image_preprocessor
-    from vltool.models.chat_layout import text_layout  # the chat turn when the recipe has `chat`
 
     model.eval()
     layout = text_layout(tokenizer, model.config.num_query_tokens, model.config.image_token_index, recipe)
@@ -223,11 +232,6 @@ def _merged_clip_predictor(spec: str, found) -> Predictor:
     from safetensors.torch import load_file
     from transformers import AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    from vltool.models.mma.build import settings_from
-    from vltool.models.mma.clip_frontend import ClipFrontEnd
-    from vltool.models.mma.inject import inject_vision
-    from vltool.models.mma.mma_model import MMAModel
-    from vltool.sources.open_model import CAUSAL_LM, open_model
 
     front = found.path / "front_end"
     config = json.loads((front / "mma.json").read_text())
@@ -245,27 +249,20 @@ def _merged_clip_predictor(spec: str, found) -> Predictor:
 def load_predictor(spec: str) -> Predictor:
     """Any model ``open_model`` opens: a vpg or adapters artifact, an HF BLIP-2 folder (merged models
     too, LaVIN-layout ones as MMA models) or a causal LM alias/folder."""
-    from vltool.sources.aliases import find_alias
-    from vltool.sources.hub_cache import split_revision
-    from vltool.sources.open_model import BLIP2, open_model, resolve_model
 
     name = split_revision(spec)[0]
     role = "source" if find_alias(name, "source") and not find_alias(name, "target") else "target"
     found = resolve_model(spec, role, "MODEL")
     if found.artifact_kind == "adapters":
-        from vltool.models.mma.loading import load_adapters
 
         model, tokenizer, processor, config = load_adapters(found.path)
         return MMAPredictor(spec, model, tokenizer, processor, config["max_length"])
     if found.artifact_kind == "model":
-        from vltool.artifacts import read_artifact
 
         manifest = read_artifact(found.path, verify=False).manifest
         if manifest.get("layout") == "lavin" and manifest.get("front_end") == "clip":
             return _merged_clip_predictor(spec, found)
         if manifest.get("layout") == "lavin":
-            from vltool.models.mma.mma_model import MMAModel
-            from vltool.models.mma.qformer_frontend import QFormerFrontEnd
 
             opened = open_model(found, kinds=(BLIP2,))
             return MMAPredictor(spec, MMAModel(opened.model.language_model, QFormerFrontEnd(opened.model)),

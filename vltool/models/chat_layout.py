@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from vltool.data.text_batches import IGNORE, TextEncoder
+from vltool.models import vlm
 
 IMAGE_TOKEN = "<image>"
 IMAGE_HERE = "<ImageHere>"  # the official placeholder inside the image text
@@ -159,7 +160,6 @@ class ChatLayout:
 def text_layout(tokenizer, num_query_tokens: int, image_token_index: int, recipe: dict[str, Any] | None):
     """The layout a vpg artifact's recipe trained with: the chat turn when it has ``chat``, else the
     caption layout (``vlm.VLTextLayout``: its end of text and caption prompt)."""
-    from vltool.models import vlm
 
     recipe = recipe or {}
     if recipe.get("chat"):

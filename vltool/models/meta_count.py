@@ -44,6 +44,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from vltool.errors import UserError
+from vltool.models import vlm
+from vltool.models.memory import QUANTIZATION_BYTES, _is_causal_lm, frozen_dtype_name, frozen_tower_parameters
+from vltool.models.vlm import set_trainable
+from vltool.sources.aliases import alias_path, find_alias, names_alias
+from vltool.sources.hub_cache import cached_snapshot, hf_cache_dir, looks_like_hub_id, offline, split_revision
+
 ARCH_DIR = Path(__file__).resolve().parents[1] / "sources" / "arch"
 GIB = 1024**3
 PART_LABELS = {"vit": "ViT (frozen)", "ln_vision": "ln_vision", "qformer": "Q-Former", "query_tokens": "query tokens",
@@ -84,9 +91,6 @@ def _folder_arch(path: Path, role: str) -> dict[str, Any] | None:
 
 def _arch_of(spec: str, role: str) -> dict[str, Any]:
     """The architecture behind an alias (shipped JSON) or a local HF folder (its config.json)."""
-    from vltool.errors import UserError
-    from vltool.sources.aliases import alias_path, find_alias, names_alias
-    from vltool.sources.hub_cache import split_revision
 
     name, revision = split_revision(spec) if not Path(spec).expanduser().exists() else (spec, None)
     alias = find_alias(name, role) if names_alias(name, role) else None
@@ -107,7 +111,6 @@ def _arch_of(spec: str, role: str) -> dict[str, Any]:
 
 def _hub_config_folder(name: str, revision: str | None) -> Path | None:
     """A hub id's folder holding its config.json: the cached snapshot, or (online) just config.json fetched."""
-    from vltool.sources.hub_cache import cached_snapshot, hf_cache_dir, looks_like_hub_id, offline
 
     if not looks_like_hub_id(name):
         return None
@@ -160,13 +163,11 @@ def frozen_weight_bytes(model: nn.Module, frozen_dtype: str, quantization: str =
     weight matrices in ``frozen_dtype`` (``models.memory.frozen_tower_parameters``, what
     ``train.frozen_dtype`` casts), the frozen LLM's decoder linears at their quantised size
     (``train.llm_quantization``), everything else frozen in fp32 (norms, biases, a frozen Q-Former)."""
-    from vltool.models.memory import QUANTIZATION_BYTES, frozen_tower_parameters
 
     tower = {id(p) for _, p in frozen_tower_parameters(model)}
     per_param = QUANTIZATION_BYTES.get(quantization)
     quantised: set[int] = set()
     if per_param is not None:
-        from vltool.models.memory import _is_causal_lm
 
         for lm in [m for m in model.modules() if _is_causal_lm(m)]:
             head = getattr(lm, "lm_head", None)
@@ -213,7 +214,6 @@ def part_counts(model: Any) -> dict[str, int]:
 
 def trainable_count(model: Any, parts: tuple[str, ...]) -> int:
     """What the stage that unfreezes ``parts`` trains, counted on the model by ``requires_grad``."""
-    from vltool.models.vlm import set_trainable
 
     set_trainable(model, parts)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -228,8 +228,6 @@ def vpgtrans_table(cfg: Any) -> dict[str, Any]:
     total = sum(parts.values())
     precision = cfg.train.precision if cfg.train.precision != "auto" else "bf16"
     batch = cfg.train.micro_batch_size or cfg.train.batch_size
-    from vltool.models import vlm
-    from vltool.models.memory import frozen_dtype_name
 
     stage_parts = {"warm-up": vlm.WARMUP_PARTS, "transfer": vlm.STAGE2_PARTS}
     trainable = {stage: trainable_count(model, names) for stage, names in stage_parts.items()}

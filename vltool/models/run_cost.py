@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vltool.models.flops import PEAK_BF16_TFLOPS, vpgtrans_flops
+from vltool.models.meta_count import _arch_of, text_config
 
 SCRATCH_SAMPLES = 129_000_000  # BLIP-2's pre-training pairs: the TFS baseline's data (VPGTrans README figs/cost.png)
 DEFAULT_GPU = "A100"           # the paper's unit (A100-hours)
@@ -102,7 +103,6 @@ def blip2_config(cfg: Any) -> Any:
     architectures or local config.json files, as ``meta_count`` reads them; no weights)."""
     from transformers import Blip2Config
 
-    from vltool.models.meta_count import _arch_of, text_config
 
     source, target = _arch_of(cfg.src, "source"), _arch_of(cfg.dst, "target")["text"]
     return Blip2Config(vision_config=source["vision"], qformer_config=source["qformer"],

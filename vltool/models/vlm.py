@@ -18,7 +18,7 @@ from torch import nn
 from transformers import Blip2ForConditionalGeneration, PreTrainedModel
 from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 
-from vltool.data.text_batches import IGNORE, TextEncoder
+from vltool.data.text_batches import IGNORE, TextEncoder, end_of_text_id
 from vltool.models.lm_loss import labelled_loss, unwrap
 from vltool.sources.hf_blip2 import assemble_blip2
 
@@ -92,7 +92,6 @@ class VLTextLayout:
 
     def __init__(self, tokenizer, num_query_tokens: int, image_token_index: int, max_answer_tokens: int = 32,
                  end_of_text: str | None = None, prompt: str = "") -> None:
-        from vltool.data.text_batches import end_of_text_id
 
         self.stop_id = end_of_text_id(tokenizer, end_of_text)
         self.encoder = TextEncoder(tokenizer, max_answer_tokens=max_answer_tokens, end_id=self.stop_id)

@@ -28,6 +28,7 @@ from torch import nn
 from vltool.errors import UserError
 from vltool.sources.hf_blip2 import assemble_blip2, save_blip2_folder
 from vltool.sources.lavis import check_tensors, load_pth, map_lavis, state_dict_of, vit_file_tensors
+from vltool.sources.open_model import open_target
 from vltool.sources.resolve import resolve_target
 from vltool.sources.stage1 import STAGE1_ARCH, convert_stage1, is_stage1
 
@@ -154,7 +155,6 @@ def convert_lavis(checkpoint: Path, llm: str | None, out: Path, *, vision_config
         keep_fp32 = name == "qformer"  # transformers keeps the Q-Former (and query tokens) in fp32
         module.load_state_dict({k[len(prefix):]: v.to(torch.float32 if keep_fp32 else dtype)
                                 for k, v in tensors.items() if k.startswith(prefix)}, assign=True)
-    from vltool.sources.open_model import open_target
 
     # special tokens and <image> as every folder vltool writes has them (open_model)
     opened = open_target(llm, "--dst", dtype=dtype)

@@ -39,8 +39,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from vltool.artifacts import read_artifact
 from vltool.errors import UserError
-from vltool.sources.resolve import ResolvedSource, SourceKind, classify, locate
+from vltool.sources.hf_blip2 import IMAGE_TOKEN, assemble_blip2, ensure_image_token, load_causal_lm
+from vltool.sources.resolve import ResolvedSource, SourceKind, classify, locate, resolve_target
+from vltool.sources.special_tokens import settle_special_tokens
+from vltool.sources.vpg_source import load_vpg_artifact
+from vltool.sources.weight_files import load_or_explain
 
 BLIP2 = "blip2"  # a Blip2ForConditionalGeneration: HF BLIP-2 folder, merged vpg folder, or an assembled vpg artifact
 CAUSAL_LM = "causal_lm"
@@ -109,8 +114,6 @@ def _provenance(found: ResolvedSource, **extra: Any) -> dict[str, Any]:
 
 
 def _opened_causal_lm(found: ResolvedSource, flag: str, dtype: torch.dtype, image_token: bool) -> Opened:
-    from vltool.sources.hf_blip2 import ensure_image_token, load_causal_lm
-    from vltool.sources.special_tokens import settle_special_tokens
 
     lm = load_causal_lm(found.path, dtype)
     if dtype != torch.float32:
@@ -128,15 +131,12 @@ def open_target(spec: str, flag: str = "--dst", *, dtype: torch.dtype = torch.fl
                 image_token: bool = True) -> Opened:
     """A causal LM to give eyes to (``--dst``, tune-mma's clip ``--model``): special-token and
     (with ``image_token``) image-token rules applied."""
-    from vltool.sources.resolve import resolve_target
 
     return _opened_causal_lm(resolve_target(spec, flag), flag, dtype, image_token)
 
 
 def _blip2_settled(model: Any, tokenizer: Any) -> int:
     """A whole BLIP-2 model's rules: special tokens on its LM and top-level generation config, ``<image>``."""
-    from vltool.sources.hf_blip2 import ensure_image_token
-    from vltool.sources.special_tokens import settle_special_tokens
 
     ids = settle_special_tokens(model.language_model, tokenizer)
     top = model.generation_config
@@ -154,7 +154,6 @@ def open_blip2_folder(found: ResolvedSource, *, dtype: torch.dtype = torch.float
     update without ``<image>``, or a merged folder)."""
     from transformers import Blip2ForConditionalGeneration
 
-    from vltool.sources.weight_files import load_or_explain
 
     path = found.path
     model = load_or_explain(lambda: Blip2ForConditionalGeneration.from_pretrained(str(path), dtype=dtype), path)
@@ -165,7 +164,6 @@ def open_blip2_folder(found: ResolvedSource, *, dtype: torch.dtype = torch.float
     had = getattr(model.config, "image_token_index", None)
     index = _blip2_settled(model, tokenizer)
     if had is not None and int(had) != index:
-        from vltool.sources.hf_blip2 import IMAGE_TOKEN
 
         raise UserError(f"{path}: config.image_token_index is {had} but its tokenizer has {IMAGE_TOKEN} at {index}; "
                         f"transformers would put the image in the wrong place")
@@ -176,7 +174,6 @@ def open_blip2_folder(found: ResolvedSource, *, dtype: torch.dtype = torch.float
 def _manifest(found: ResolvedSource) -> dict[str, Any]:
     if not (found.path / "manifest.json").is_file():
         return {}
-    from vltool.artifacts import read_artifact
 
     return read_artifact(found.path, verify=False).manifest
 
@@ -187,8 +184,6 @@ def open_vpg_artifact(found: ResolvedSource, *, dtype: torch.dtype = torch.float
     The target gets ``<image>`` exactly as training added it; an artifact trained with another id
     (the LLM's tokenizer changed) is refused before anything is built.
     """
-    from vltool.sources.hf_blip2 import assemble_blip2
-    from vltool.sources.vpg_source import load_vpg_artifact
 
     path = found.path
     vpg, manifest, llm_path = load_vpg_artifact(path)

@@ -21,7 +21,8 @@ from enum import Enum
 from pathlib import Path
 
 from vltool.errors import UserError
-from vltool.sources.aliases import resolve_alias
+from vltool.sources.aliases import all_aliases, hub_missing_message, names_alias, resolve_alias
+from vltool.sources.hub_cache import locate_hub_model, looks_like_hub_id, split_revision
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -111,8 +112,6 @@ def classify(path: Path, spec: str, flag: str, alias: str | None = None) -> Reso
 def locate(spec: str, role: str, flag: str) -> tuple[Path, str | None]:
     """(local path, alias name or None) behind ``spec``: a path, an alias (``name[@rev]``) in ``role``,
     or a hub id (``org/name[@rev]``) found in the HF cache or downloaded when online."""
-    from vltool.sources.aliases import hub_missing_message, names_alias
-    from vltool.sources.hub_cache import locate_hub_model, looks_like_hub_id, split_revision
 
     path = Path(spec).expanduser()
     name, revision = split_revision(spec)
@@ -139,7 +138,6 @@ def resolve(spec: str, role: str, flag: str, allowed: Sequence[SourceKind] | Non
 
 
 def _alias_names() -> set[str]:
-    from vltool.sources.aliases import all_aliases
 
     return {a.name for a in all_aliases()}
 

@@ -38,7 +38,10 @@ import torch
 from torch import nn
 
 from vltool.errors import UserError
+from vltool.sources.hf_blip2 import read_tensors
 from vltool.sources.lavis import PROJECTOR_PREFIXES, check_tensors, map_vision, qformer_key
+from vltool.sources.resolve import locate
+from vltool.sources.weight_files import load_or_explain
 
 STAGE1_ARCH = "Blip2ForImageTextRetrieval"
 _HEADS = {"vision_proj.": "vision_projection.", "text_proj.": "text_projection.", "itm_head.": "itm_head."}
@@ -175,9 +178,6 @@ def load_stage1(spec: str, vision_model: nn.Module | None = None, flag: str = "-
     """
     from transformers import Blip2Config, Blip2QFormerModel
 
-    from vltool.sources.hf_blip2 import read_tensors
-    from vltool.sources.resolve import locate
-    from vltool.sources.weight_files import load_or_explain
 
     folder = locate(spec, "qformer", flag)[0]
     if folder.is_file():

@@ -22,6 +22,7 @@ from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
 from vltool.sources.hf_blip2 import load_blip2_parts, read_input_embeddings
 from vltool.sources.resolve import SourceKind, resolve_source
+from vltool.sources.stage1 import is_stage1_folder
 
 
 @dataclass
@@ -104,7 +105,6 @@ def load_source(spec: str) -> VPGSource:
                         f"'vltool convert {spec} --dst LLM --out DIR' and pass DIR")
     if found.kind is SourceKind.ARTIFACT:
         return load_vpg_artifact(found.path)[0]
-    from vltool.sources.stage1 import is_stage1_folder
 
     if is_stage1_folder(found.path):
         raise UserError(f"--src {spec} is a BLIP-2 stage-1 Q-Former (no projector, no LLM): it is the start of the "

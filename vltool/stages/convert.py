@@ -15,15 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from vltool.artifacts import ArtifactWriter, ensure_writable
+from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
+from vltool.sources.convert import convert_lavis
 from vltool.training.progress import NullReporter, Reporter
 
 
 def run(checkpoint: Path, llm: str | None, out: Path, *, vision_config: Path | None = None,
         qformer_config: Path | None = None, vision: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> Path:
-    from vltool.artifacts.fingerprint import fingerprint_path
-    from vltool.sources.convert import convert_lavis
 
     reporter = reporter or NullReporter()
     checkpoint = Path(checkpoint)

@@ -22,7 +22,9 @@ from vltool.data.workers import auto_workers
 from vltool.errors import UserError
 from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictions import read_predictions, write_predictions
+from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
 from vltool.eval.scoring import metric_family, score
+from vltool.training.processes import process_state
 from vltool.training.progress import NullReporter, Reporter
 
 
@@ -63,7 +65,6 @@ def sharded(state: Any, samples: list, fn: Callable[[list], list]) -> list:
 
 def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool = False,
         reporter: Reporter | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
 
     reporter = reporter or NullReporter()
     _check_out(out, force)
@@ -76,7 +77,6 @@ def run(cfg: EvalRecipe, models: list[str], out: Path | None = None, force: bool
                                   top_p=cfg.eval.top_p, seed=cfg.eval.seed)
     results: dict[str, dict[str, dict[str, float]]] = {spec: {} for spec in cfg.data.eval}
     written: dict[tuple[str, str], tuple[list, list[str], list | None]] = {}
-    from vltool.training.processes import process_state
 
     state = process_state()
     device = state.device  # the GPU when there is one (or what `accelerate launch` assigns)

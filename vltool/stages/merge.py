@@ -12,23 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from vltool.artifacts import ArtifactWriter, ensure_writable, read_artifact
+from vltool.artifacts.fingerprint import fingerprint_path
+from vltool.data.text_batches import end_of_text_id
+from vltool.models import vlm
+from vltool.models.chat_layout import prepare_chat_folder
+from vltool.models.mma.layout import image_prompt
+from vltool.models.mma.loading import load_adapters
+from vltool.models.mma.merge import merge_lm, require_foldable_front_end
+from vltool.sources.hf_blip2 import IMAGE_TOKEN, check_pad_token, pad_left, save_blip2_folder
+from vltool.sources.open_model import open_vpg_artifact
+from vltool.sources.resolve import classify
 from vltool.stages.model_card import write_model_card
 from vltool.training.progress import NullReporter, Reporter
 
 
 def merge_vpg(artifact: Path, out: Path, force: bool) -> Path:
-    from vltool.artifacts.fingerprint import fingerprint_path
-    from vltool.models import vlm
-    from vltool.models.chat_layout import prepare_chat_folder
-    from vltool.sources.hf_blip2 import save_blip2_folder
-    from vltool.sources.open_model import open_vpg_artifact
-    from vltool.sources.resolve import classify
 
     # the VPG on its target, <image> at the trained id and the special-token rules applied (open_model)
     opened = open_vpg_artifact(classify(Path(artifact), str(artifact), "ARTIFACT"))
     model, tokenizer, manifest = opened.model, opened.tokenizer, opened.manifest
     # plain transformers stops where vltool's own generation does: at the trained end of text too
-    from vltool.data.text_batches import end_of_text_id
 
     stop = end_of_text_id(tokenizer, manifest.get("recipe", {}).get("end_of_text"))
     model.generation_config.eos_token_id = vlm.stop_ids(model, tokenizer, stop)
@@ -56,12 +59,6 @@ def merge_adapters(artifact: Path, out: Path, modality: str, force: bool) -> Pat
 
     from safetensors.torch import save_file
 
-    from vltool.artifacts.fingerprint import fingerprint_path
-    from vltool.models import vlm
-    from vltool.models.mma.layout import image_prompt
-    from vltool.models.mma.loading import load_adapters
-    from vltool.models.mma.merge import merge_lm, require_foldable_front_end
-    from vltool.sources.hf_blip2 import IMAGE_TOKEN, check_pad_token, pad_left, save_blip2_folder
 
     model, tokenizer, processor, config = load_adapters(artifact)
     if config["front_end"] == "qformer":

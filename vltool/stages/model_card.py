@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool import __version__
+from vltool.sources.aliases import find_alias
 
 _CACHE_REPO = re.compile(r"models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\]")
 
@@ -60,7 +61,6 @@ class Base:
 def hub_id_of(given: str | None, path: str | None, role: str | None = None) -> str | None:
     """The hub repository a model came from, when the alias, the spec or its cache path says so."""
     if given:
-        from vltool.sources.aliases import find_alias
 
         name = given.split("@", 1)[0]  # "alias@revision" pins a hub revision
         roles = [role] if role else ["source", "target", "vision"]

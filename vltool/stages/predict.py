@@ -34,7 +34,12 @@ from typing import Any
 from vltool.config.schema import EvalSection
 from vltool.data.images import check_images, drop_bad_images, resolve_image_path
 from vltool.data.sample import Sample
+from vltool.data.workers import auto_workers
 from vltool.errors import UserError
+from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
+from vltool.sources.aliases import names_alias, resolve_alias
+from vltool.stages.evaluate import sharded
+from vltool.training.processes import process_state
 from vltool.training.progress import NullReporter, Reporter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -155,7 +160,6 @@ def usable(samples: list[Sample], skip_bad_images: bool, reporter: Reporter) -> 
 
 def _model_for(model: str, samples: Sequence[Sample]) -> str:
     """An alias that names both a BLIP-2 source and a plain LM (``opt2.7b``) means the BLIP-2 for images."""
-    from vltool.sources.aliases import names_alias, resolve_alias
 
     if any(s.image is not None for s in samples) and names_alias(model, "source") and names_alias(model, "target"):
         return str(resolve_alias(model, "source", "MODEL"))
@@ -171,9 +175,6 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
     Generation settings left as None are ``EvalSection``'s defaults, so predict and ``vltool eval``
     agree without a second copy of them.
     """
-    from vltool.eval.predictors import GenerationSettings, MMAPredictor, load_predictor
-    from vltool.stages.evaluate import sharded
-    from vltool.training.processes import process_state
 
     reporter = reporter or NullReporter()
     defaults = EvalSection()
@@ -185,7 +186,6 @@ def run(model: str, images: Sequence[str] = (), images_dir: str | Path | None = 
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     samples = usable(collect_requests(images, images_dir, requests, prompt), skip_bad_images, reporter)
-    from vltool.data.workers import auto_workers
 
     settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                   workers=auto_workers())

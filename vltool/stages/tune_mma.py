@@ -24,6 +24,7 @@ from vltool.eval.dataset_eval import evaluate_dataset
 from vltool.eval.predictors import GenerationSettings, MMAPredictor
 from vltool.models.memory import frozen_load_dtype
 from vltool.models.mma import loading
+from vltool.models.mma.count import lavin_table
 from vltool.models.mma.layout import MMACollator, MMADatasetCollate
 from vltool.models.mma.mma_model import is_trainable_name, mma_loss
 from vltool.stages.scaffold import StageRun
@@ -121,6 +122,5 @@ def _tune(cfg: MMARecipe, run: StageRun) -> Path:
 
 
 def dry_run(cfg: MMARecipe) -> dict[str, Any]:
-    from vltool.models.mma.count import lavin_table
 
     return lavin_table(cfg)

@@ -21,22 +21,27 @@ import torch
 
 from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.config.schema import VPGTransRecipe
+from vltool.data import feature_cache
 from vltool.data.device_pixels import (
     NormalisedLoss,
     normalise,
     scale_of,
 )
+from vltool.data.feature_cache import cache_root
 from vltool.data.mixture import bad_samples
 from vltool.data.vl_collate import VLCollator
 from vltool.errors import UserError
 from vltool.models import vlm
+from vltool.models.meta_count import vpgtrans_table
+from vltool.models.run_cost import blip2_config, cost_table
 from vltool.stages.scaffold import StageRun
 from vltool.stages.vpgtrans_setup import Setup, make_eval, prepare
 from vltool.stages.warm_artifact import check_matches, with_warmup_data
 from vltool.training.checkpoint import STATE_FILE, latest_checkpoint
 from vltool.training.data_loader import resolve_workers
+from vltool.training.disk_plan import run_bytes, warn_if_short
 from vltool.training.gather import whole_tensors
-from vltool.training.loop import train
+from vltool.training.loop import plan_steps, train
 from vltool.training.progress import Reporter
 from vltool.training.tracking import continue_steps
 
@@ -49,8 +54,6 @@ def _finished(run_dir: Path) -> bool:
 
 def _feature_table(setup: Setup, model, settings, accelerator, reporter: Reporter):
     """The warm-up feature cache on disk (see ``vltool.data.feature_cache``), or None when it cannot pay."""
-    from vltool.data import feature_cache
-    from vltool.training.loop import plan_steps
 
     images = setup.train_set.images
     vpg = (model.vision_model, model.qformer, model.query_tokens)
@@ -179,8 +182,6 @@ def _final_eval(rows: list[dict]) -> dict[str, float]:
 def _warn_space(setup: Setup, cfg: VPGTransRecipe, out: Path, reporter: Reporter, phases: tuple[str, ...]) -> None:
     """One warning line before training when --out's filesystem (or the feature cache's) lacks room
     for the checkpoints kept, the artifact and the cache (``training.disk_plan``, #23)."""
-    from vltool.data.feature_cache import cache_root
-    from vltool.training.disk_plan import run_bytes, warn_if_short
 
     model = setup.model
     table = {"qformer": model.qformer, "ln_vision": model.vision_model.post_layernorm,
@@ -254,8 +255,6 @@ def run_transfer(cfg: VPGTransRecipe, out: Path, from_warmup: Path | None = None
 def dry_run(cfg: VPGTransRecipe) -> dict[str, Any]:
     """Parameters and memory per stage, then what the run costs (``models.run_cost``) beside the
     from-scratch baseline, in ``report["tables"]``."""
-    from vltool.models.meta_count import vpgtrans_table
-    from vltool.models.run_cost import blip2_config, cost_table
 
     report = vpgtrans_table(cfg)
     cost = cost_table(cfg, blip2_config(cfg))

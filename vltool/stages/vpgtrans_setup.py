@@ -32,8 +32,14 @@ from vltool.data.vl_dataset import VLDataset, image_preprocessor
 from vltool.data.vqav2 import with_question_text
 from vltool.data.wds import first_captions
 from vltool.errors import UserError
+from vltool.eval.dataset_eval import evaluate_dataset
+from vltool.eval.predictors import GenerationSettings, Predictor
 from vltool.models import vlm
+from vltool.models.memory import frozen_load_dtype
 from vltool.models.word_converter import align, fit_converter, merge_projector
+from vltool.sources.hf_blip2 import input_word_embeddings
+from vltool.sources.open_model import BLIP2, open_model, open_target
+from vltool.sources.stage1 import RANDOM, load_stage1
 from vltool.sources.vpg_source import VPGSource, load_source
 from vltool.training.data_loader import iterate, make_loader, resolve_workers
 from vltool.training.progress import Reporter
@@ -70,7 +76,6 @@ def _load_dtype(cfg: VPGTransRecipe) -> torch.dtype:
     """The dtype the frozen target LLM is read in: the one the training loop stores it in
     (``train.frozen_dtype`` against this run's mixed precision), so a bf16 run never holds an fp32
     copy of a 7B LLM in host memory (``sources.open_model``)."""
-    from vltool.models.memory import frozen_load_dtype
 
     return frozen_load_dtype(cfg.train.frozen_dtype)
 
@@ -97,7 +102,6 @@ def _scratch_parts(cfg: VPGTransRecipe, source: VPGSource, llm_width: int,
     query tokens and ln_vision; ``cfg.scratch_qformer`` names it) and a random projector, on the
     source's frozen ViT. ``scratch_qformer: random`` is the random-Q-Former ablation instead.
     """
-    from vltool.sources.stage1 import RANDOM, load_stage1
 
     spec = cfg.scratch_qformer  # set: the recipe schema refuses from_scratch without it
     if spec == RANDOM:
@@ -114,7 +118,6 @@ def _scratch_parts(cfg: VPGTransRecipe, source: VPGSource, llm_width: int,
 
 def _converter_init(cfg: VPGTransRecipe, source: VPGSource, tokenizer, lm, captions: list[str]):
     """Fit the word converter and merge it with the source projector."""
-    from vltool.sources.hf_blip2 import input_word_embeddings
 
     # both sides through OPT's project_in where there is one, as the official code maps embeddings
     data = align(captions, source.tokenizer, tokenizer, source.lm_embeddings, input_word_embeddings(lm))
@@ -145,7 +148,6 @@ def prepare(cfg: VPGTransRecipe, reporter: Reporter, init: str, warm_artifact: P
     or "warmup" (continue from ``warm_artifact``). ``phases``: the training phases that will run;
     each reads its own data (``warmup_specs`` and ``data.train``), read once when they are the same.
     """
-    from vltool.sources.open_model import BLIP2, open_model, open_target
 
     # the target with the special-token and <image> rules applied (sources.open_model); a warm-up
     # artifact brings its own VPG and target, checked as every vpg artifact is
@@ -235,8 +237,6 @@ def make_eval(setup: Setup, cfg: VPGTransRecipe):
     """
     if setup.val_set is None:
         return None
-    from vltool.eval.dataset_eval import evaluate_dataset
-    from vltool.eval.predictors import GenerationSettings, Predictor
 
     samples = setup.val_set.samples
     collate = VLCollator(setup.val_set, setup.layout)

@@ -12,6 +12,7 @@ from typing import Any
 from vltool.artifacts import read_artifact
 from vltool.config.schema import VPGTransRecipe
 from vltool.errors import UserError
+from vltool.sources.resolve import resolve_target
 
 
 def check_matches(cfg: VPGTransRecipe, warm: Path) -> dict[str, Any]:
@@ -22,7 +23,6 @@ def check_matches(cfg: VPGTransRecipe, warm: Path) -> dict[str, Any]:
     on the artifact's LLM while the manifest names the other one. Its files are hashed once, later,
     when ``prepare`` opens it.
     """
-    from vltool.sources.resolve import resolve_target
 
     manifest = read_artifact(warm, kinds=("vpg",), verify=False).manifest
     recipe = manifest.get("recipe", {})

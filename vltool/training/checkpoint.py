@@ -25,6 +25,7 @@ from torch import nn
 
 from vltool.artifacts.disk_space import guard, size_of
 from vltool.errors import UserError
+from vltool.training.processes import process_state
 
 STATE_FILE = "trainer_state.json"
 
@@ -173,7 +174,6 @@ def release_run_folder(root: Path) -> None:
 
 def _remove_once(root: Path) -> None:
     """The main process removes ``root``; every process waits until it has."""
-    from vltool.training.processes import process_state
 
     state = process_state()
     if state.is_main_process:

@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from vltool.artifacts.disk_space import free_bytes, human, mount_point, same_filesystem
+from vltool.training.processes import is_main_process
 
 CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights + AdamW exp_avg + exp_avg_sq
 CHECKPOINT_OVERHEAD = 64 << 10  # scheduler, RNG states, trainer_state.json
@@ -61,7 +62,6 @@ def shortfall(out: Path, writes: dict[str, int], cache: Path | None = None, cach
 def warn_if_short(reporter, out: Path, writes: dict[str, int], cache: Path | None = None,
                   cache_bytes: int = 0) -> str | None:
     """``shortfall`` said through the reporter (stderr in the CLI), on the main process only."""
-    from vltool.training.processes import is_main_process
 
     line = shortfall(Path(out).absolute(), writes, cache, cache_bytes)
     if line and is_main_process():

@@ -46,6 +46,14 @@ from torch.utils.data import Dataset
 
 from vltool.errors import Interrupted, UserError
 from vltool.eval.metric_fields import is_metric
+from vltool.models.memory import (
+    FROZEN_DTYPE_NAMES,
+    cast_frozen_towers,
+    check_quantization,
+    enable_gradient_checkpointing,
+    frozen_dtype_name,
+    quantize_frozen_llm,
+)
 from vltool.training.checkpoint import (
     checkpoint_dir,
     keep_trainable_hook,
@@ -235,7 +243,6 @@ def train(
     its checkpoint hooks and drops its model/optimizer from the Accelerator when it returns.
     Ctrl-C raises ``Interrupted`` naming the checkpoint to resume from.
     """
-    from vltool.models.memory import check_quantization, enable_gradient_checkpointing, quantize_frozen_llm
 
     check_quantization(settings.llm_quantization, None if accelerator is None else accelerator.device.type == "cuda")
     accelerator = accelerator or make_accelerator(settings.precision)
@@ -268,7 +275,6 @@ def train(
 def store_frozen_towers(model: nn.Module, settings: TrainSettings, accelerator: Accelerator) -> str:
     """Keep the frozen LLM's and ViT's weight matrices in ``train.frozen_dtype`` (``models.memory``);
     returns the dtype name used. Runs before ``prepare`` so the device never holds the fp32 copies."""
-    from vltool.models.memory import FROZEN_DTYPE_NAMES, cast_frozen_towers, frozen_dtype_name
 
     name = frozen_dtype_name(settings.frozen_dtype, str(accelerator.mixed_precision), is_sharded(accelerator))
     if name == "fp16" and accelerator.device.type != "cuda":

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vltool.training.tracking import parse_report_to
+
 
 class TrainSettings(BaseModel):
     """Everything the loop needs besides the model, the loss and the data."""
@@ -72,7 +74,6 @@ class TrainSettings(BaseModel):
     @classmethod
     def _trackers(cls, value: object) -> list[str]:
         """``tensorboard``, ``tensorboard,wandb`` or a list; YAML's bare ``none``/``no`` read as null/False."""
-        from vltool.training.tracking import parse_report_to
 
         return parse_report_to(value)
 

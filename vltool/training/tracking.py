@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vltool.errors import UserError
+from vltool.eval.metric_fields import is_metric
 
 # tracker name (Accelerate's LoggerType) -> the package it needs
 TRACKERS: dict[str, str] = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim",
@@ -154,7 +155,6 @@ def restart_curve(accelerator: Any, first_step: int) -> None:
 
 def tracker_values(row: Mapping[str, Any]) -> dict[str, float]:
     """A ``metrics.jsonl`` row as tracker values (``train/loss``, ``eval/CIDEr``, ...); scores only."""
-    from vltool.eval.metric_fields import is_metric
 
     values: dict[str, float] = {}
     for key, value in row.items():

@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vltool.eval.metric_fields import is_metric
+
 GROUPS = ("result", "metrics", "data", "converter", "timing", "other")
 HEADLINE = ("trainable_params", "total_params")
 
 
 def group_manifest(path: str, manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """{group: {key: value}} of an artifact's manifest, in ``GROUPS`` order, most useful rows first."""
-    from vltool.eval.metric_fields import is_metric
 
     metrics = {k: v for k, v in (manifest.get("metrics") or {}).items() if not isinstance(v, dict)}
     groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}

@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from vltool.eval.metric_fields import describe, split_metrics
+
 Row = Sequence[Any]
 
 
@@ -84,7 +86,6 @@ def short_names(specs: Sequence[str]) -> list[str]:
 def metrics_rows(metrics_by_column: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]], list[str]]:
     """(columns, rows, notes) of a metrics table: one row per metric, one column per model (or
     dataset); fields that describe the scoring (``ptb_tokenizer``) become notes, not rows."""
-    from vltool.eval.metric_fields import describe, split_metrics
 
     columns = list(metrics_by_column)
     names: list[str] = []

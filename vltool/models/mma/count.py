@@ -13,6 +13,22 @@ from typing import Any
 
 from torch import nn
 
+from vltool.models.memory import frozen_dtype_name
+from vltool.models.meta_count import (
+    GIB,
+    _arch_of,
+    arch,
+    frozen_weight_bytes,
+    layers_activation_bytes,
+    meta_blip2,
+    text_config,
+    weight_bytes,
+)
+from vltool.models.mma.build import build_qformer_mma, settings_from
+from vltool.models.mma.inject import wrappers
+from vltool.models.mma.lavin7b import meta_clip_mma
+from vltool.models.mma.layout import MAX_ANSWER_TOKENS
+
 PARTS = ("LLM (frozen)", "LLM MM-Adapters", "vision encoder (frozen)", "vision MM-Adapters",
          "visual projection", "modality embedding")
 
@@ -62,9 +78,6 @@ def activation_gb(model, batch: int, tokens: int, precision: str, checkpointing:
     25.8 GiB with the full-sequence logits of the loss before ``lm_loss``; this estimate gave
     27.6 GiB for that shape (counting 257 of the 263 positions now takes 0.01 GiB off).
     """
-    from vltool.models.meta_count import GIB, layers_activation_bytes, weight_bytes
-    from vltool.models.mma.inject import wrappers
-    from vltool.models.mma.layout import MAX_ANSWER_TOKENS
 
     value_bytes = weight_bytes(precision)
     lm = model.lm.config
@@ -84,17 +97,6 @@ def activation_gb(model, batch: int, tokens: int, precision: str, checkpointing:
 
 def lavin_table(cfg) -> dict[str, Any]:
     """The dry-run table of an MMA recipe at real scale (the shape the CLI renders)."""
-    from vltool.models.memory import frozen_dtype_name
-    from vltool.models.meta_count import (
-        GIB,
-        _arch_of,
-        arch,
-        frozen_weight_bytes,
-        meta_blip2,
-        text_config,
-    )
-    from vltool.models.mma.build import build_qformer_mma, settings_from
-    from vltool.models.mma.lavin7b import meta_clip_mma
 
     settings = settings_from(cfg.adapter.model_dump())
     target = _arch_of(cfg.model, "target")["text"] if cfg.front_end == "clip" else None

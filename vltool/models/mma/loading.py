@@ -25,6 +25,11 @@ from vltool.artifacts.fingerprint import fingerprint_path
 from vltool.errors import UserError
 from vltool.models.mma.build import build_clip_mma, build_qformer_mma, settings_from
 from vltool.models.mma.mma_model import MMAModel
+from vltool.sources.aliases import find_alias, resolve_alias
+from vltool.sources.open_model import BLIP2, keep_small_tensors_fp32, open_target, resolve_model
+from vltool.sources.open_model import open_model as open_any
+from vltool.sources.resolve import read_config
+from vltool.sources.vpg_source import check_reference
 from vltool.sources.weight_files import load_or_explain
 
 
@@ -49,8 +54,6 @@ def _ref(path: Path) -> dict[str, str]:
 def _qformer_base(spec: str, dtype: torch.dtype = torch.float32) -> Base:
     """A vpg artifact (assembled on its target) or an HF BLIP-2 folder, opened by ``open_model``:
     ``<image>`` and the special-token rules are those every merged folder will have."""
-    from vltool.sources.open_model import BLIP2, resolve_model
-    from vltool.sources.open_model import open_model as open_any
 
     found = resolve_model(spec, "source", "--model")
     try:
@@ -65,7 +68,6 @@ def _qformer_base(spec: str, dtype: torch.dtype = torch.float32) -> Base:
 
 
 def _vision_folder(vision: str | None) -> Path:
-    from vltool.sources.aliases import find_alias, resolve_alias
 
     if not vision:
         raise UserError("the clip front end needs --vision: an HF CLIP folder (e.g. openai/clip-vit-large-patch14, "
@@ -97,8 +99,6 @@ def lavin_image_processor(size: int = 224):
 def _clip_base(spec: str, vision: str | None, dtype: torch.dtype = torch.float32) -> Base:
     from transformers import CLIPVisionModel
 
-    from vltool.sources.open_model import keep_small_tensors_fp32, open_target
-    from vltool.sources.resolve import read_config
 
     folder = _vision_folder(vision)
     if (read_config(folder) or {}).get("model_type") not in ("clip", "clip_vision_model"):
@@ -143,7 +143,6 @@ def trainable_state(model: MMAModel) -> dict[str, Any]:
 
 def load_adapters(path: Path) -> tuple[MMAModel, Any, Any, dict]:
     """An adapters artifact back as a ready MMA model (base and vision tower checked by fingerprint)."""
-    from vltool.sources.vpg_source import check_reference
 
     art = read_artifact(path, kinds=("adapters",))
     config = art.json("configs/mma.json")
