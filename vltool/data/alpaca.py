@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
+from vltool.data.jsonl import data_path, expect_str, list_rows
 from vltool.data.sample import Sample
 from vltool.data.sample_table import SampleTable, SampleTableBuilder
 
@@ -25,11 +25,9 @@ def instruction_prompt(instruction: str, history: Sequence[tuple[str, str]] = ()
 
 def read_alpaca(path: str | Path) -> SampleTable:
     path = data_path(str(path), "alpaca")
-    rows = expect_list(read_json(path, "Alpaca"), path, "Alpaca instruction")
     samples = SampleTableBuilder()
-    for index, row in enumerate(rows):
-        where = f"{path} item {index}"
-        expect_keys(row, ("instruction", "output"), where, "Alpaca instruction")
+    for index, where, row in list_rows(path, "Alpaca", "Alpaca instruction", "Alpaca instruction",
+                                       ("instruction", "output")):
         instruction, output = expect_str(row, "instruction", where), expect_str(row, "output", where)
         extra = expect_str(row, "input", where) if row.get("input") is not None else ""
         text = f"{instruction} {extra}".strip() if extra.strip() else instruction

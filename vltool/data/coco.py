@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from vltool.data.images import resolve_image_path
-from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
+from vltool.data.jsonl import data_path, expect_str, list_rows
 from vltool.data.sample import Sample
 from vltool.data.sample_table import SampleTable, SampleTableBuilder
 from vltool.errors import UserError
@@ -40,11 +40,9 @@ def read_coco(path: str | Path, images: str | Path | None = None) -> SampleTable
     """Samples of a Karpathy caption file; relative image paths are under ``images`` (the COCO
     root holding ``train2014/`` and ``val2014/``), else beside the JSON file."""
     path = data_path(str(path), "coco")
-    rows = expect_list(read_json(path, "COCO caption"), path, "LAVIS Karpathy caption")
     samples = SampleTableBuilder()
-    for index, row in enumerate(rows):
-        where = f"{path} item {index}"
-        expect_keys(row, ("image", "caption"), where, "Karpathy caption")
+    for index, where, row in list_rows(path, "COCO caption", "LAVIS Karpathy caption", "Karpathy caption",
+                                       ("image", "caption")):
         image = expect_str(row, "image", where)
         caption = row["caption"]
         if isinstance(caption, str):

@@ -79,6 +79,15 @@ def expect_keys(row: Any, keys: Iterable[str], where: str, what: str) -> dict[st
     return row
 
 
+def list_rows(path: Path, file_what: str, list_what: str, row_what: str,
+              keys: tuple[str, ...]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(index, "PATH item N", object) for each row of a JSON-list file (COCO, Alpaca, LLaVA...), each
+    checked to be an object holding ``keys``: the one shape of every such reader's loop."""
+    for index, row in enumerate(expect_list(read_json(path, file_what), path, list_what)):
+        where = f"{path} item {index}"
+        yield index, where, expect_keys(row, keys, where, row_what)
+
+
 def expect_str(row: dict[str, Any], key: str, where: str) -> str:
     value = row[key]
     if not isinstance(value, str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vltool.data.alpaca import instruction_prompt
 from vltool.data.images import resolve_image_path
-from vltool.data.jsonl import data_path, expect_keys, expect_list, expect_str, read_json
+from vltool.data.jsonl import data_path, expect_keys, expect_str, list_rows
 from vltool.data.sample import Sample
 from vltool.data.sample_table import SampleTable, SampleTableBuilder
 from vltool.errors import UserError
@@ -51,11 +51,9 @@ def _pairs(turns: object, where: str) -> list[tuple[str, str]]:
 
 def read_llava(path: str | Path, images: str | Path | None = None) -> SampleTable:
     path = data_path(str(path), "llava")
-    rows = expect_list(read_json(path, "LLaVA"), path, "LLaVA conversation")
     samples = SampleTableBuilder()
-    for index, row in enumerate(rows):
-        where = f"{path} item {index}"
-        expect_keys(row, ("conversations",), where, "LLaVA conversation")
+    for index, where, row in list_rows(path, "LLaVA", "LLaVA conversation", "LLaVA conversation",
+                                       ("conversations",)):
         conv_id = str(row.get("id", index))
         image = row.get("image")
         if image is not None and not isinstance(image, str):

@@ -22,6 +22,7 @@ may replace. ``vltool zoo list`` prints ``list_aliases()``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,25 +187,11 @@ def resolve_alias(name: str, role: str, flag: str, revision: str | None = None) 
 
 
 def _register_builtins() -> None:
-    real = [
-        ("opt2.7b", "source", "Salesforce/blip2-opt-2.7b", "blip2-opt-2.7b", "BLIP-2 OPT-2.7B"),
-        ("opt2.7b", "target", "facebook/opt-2.7b", "opt-2.7b", "OPT-2.7B"),
-        ("opt6.7b", "source", "Salesforce/blip2-opt-6.7b", "blip2-opt-6.7b", "BLIP-2 OPT-6.7B"),
-        ("opt6.7b", "target", "facebook/opt-6.7b", "opt-6.7b", "OPT-6.7B"),
-        ("llama7b", "target", "huggyllama/llama-7b", "llama-7b", "LLaMA-7B in HF format"),
-        ("llama13b", "target", "huggyllama/llama-13b", "llama-13b", "LLaMA-13B in HF format"),
-        ("vicuna7b", "target", "lmsys/vicuna-7b-v1.1", "llama-7b", "Vicuna-7B v1.1 (LLaMA-7B shape)"),
-        ("vicuna13b", "target", "lmsys/vicuna-13b-v1.1", "llama-13b", "Vicuna-13B v1.1 (LLaMA-13B shape)"),
-        ("llama2-7b", "target", "meta-llama/Llama-2-7b-hf", "llama-7b", "Llama-2-7B (gated: accept the licence)"),
-        ("llama2-13b", "target", "meta-llama/Llama-2-13b-hf", "llama-13b", "Llama-2-13B (gated: accept the licence)"),
-        ("vicuna7b-v1.5", "target", "lmsys/vicuna-7b-v1.5", "llama-7b", "Vicuna-7B v1.5 (on Llama-2-7B)"),
-        ("vicuna13b-v1.5", "target", "lmsys/vicuna-13b-v1.5", "llama-13b", "Vicuna-13B v1.5 (on Llama-2-13B)"),
-        ("clip-vit-l14", "vision", "openai/clip-vit-large-patch14", "clip-vit-l14", "LaVIN's CLIP ViT-L/14"),
-        ("blip2-stage1", "qformer", "Salesforce/blip2-itm-vit-g", None,
-         "BLIP-2 stage-1 Q-Former + EVA ViT-g (the TFS baseline's start)"),
-    ]
-    for name, role, hub_id, arch, note in real:
-        register_alias(name, role, hub_id=hub_id, arch=arch, note=note)
+    """The real-scale aliases: data in ``hub_aliases.json`` (name, role, hub id, shipped architecture
+    under ``arch/`` for ``--dry-run``, note); plugins add more through ``register_alias``."""
+    table = json.loads((Path(__file__).parent / "hub_aliases.json").read_text())
+    for row in table:
+        register_alias(row["name"], row["role"], hub_id=row["hub_id"], arch=row["arch"], note=row["note"])
 
 
 _register_builtins()
