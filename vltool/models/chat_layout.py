@@ -17,7 +17,7 @@ plain transformers (``tokenizer.apply_chat_template`` of the merged folder) give
 vltool trains and generates with. Each separately tokenised official segment starts with
 SentencePiece's dummy-prefix "▁"; in one string a space after a special token gives that "▁"
 back, so the template reads ``"<s> ###Human: <Img>" + "<image>" * 32 + " </Img> {instruction}
-###Assistant: "`` and its ids equal the official ones on LLaMA's tokenizer (tests/test_vpg_chat.py).
+###Assistant: "`` and its ids equal the official ones on LLaMA's tokenizer (tests/stages/test_vpg_chat.py).
 Two choices of vltool: generation keeps the training prompt, trailing space included (the official
 demo's ``Chat`` ends its prompt with ``"Assistant:"``), and a sample that has its own prompt uses
 it as the instruction (with none, the first official instruction is used when generating).

@@ -2,7 +2,7 @@
 
 Used for model FLOP utilisation (MFU = counted FLOPs / (step time x peak dense bf16 FLOP/s)) by
 ``bench/gpu_real_scale.py``, and checked on tiny models against ``torch.utils.flop_counter``
-(``tests/test_flops.py``: every stage within 1%).
+(``tests/models/test_flops.py``: every stage within 1%).
 
 What is counted: every matrix product (linear layers, the patch-embedding convolution, the
 adapters' grouped 1x1 convolutions, the attention scores ``Q K^T`` and ``P V``), at 2 FLOPs per

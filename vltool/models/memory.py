@@ -11,7 +11,7 @@ case (the frozen LLM's layers; the gradient is for the projector/Q-Former BEFORE
 reentrant variant needs ``enable_input_require_grads`` tricks and silently drops those
 gradients when the first input does not require grad; vltool never uses it. Dropout inside a
 checkpointed layer replays its RNG state, so gradients equal the un-checkpointed ones
-(``tests/test_memory_levers.py``).
+(``tests/models/test_memory_levers.py``).
 
 ``train.llm_quantization: int8 | nf4`` keeps the frozen LLM's decoder linear layers in 8 or 4
 bits with bitsandbytes (LLM.int8() / QLoRA's NF4 with bf16 compute), as transformers'

@@ -50,7 +50,7 @@ def forward(model: Blip2ForConditionalGeneration, batch: dict[str, torch.Tensor]
     if "query_output" in batch:
         # The projector runs before the (DDP-wrapped) model's own forward: reached through the
         # wrapper, its gradient is still all-reduced by the wrapper's per-parameter hooks
-        # (tests/test_stage_ddp.py: two processes give the one-process projector).
+        # (tests/e2e/test_stage_ddp.py: two processes give the one-process projector).
         features = unwrap(model).language_projection(batch["query_output"])
         encoded = {"image": BaseModelOutputWithVisionQformerOutputs(pooler_output=features)}
         return model(pixel_values=None, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -5,7 +5,7 @@ an image). The ids are LaVIN's on a LLaMA SentencePiece tokenizer (github.com/lu
 ``engine.py`` / ``lavin/generator.py`` encode ``"Image: "`` -- trailing space, one token ``▁`` more
 than ``"Image:"`` -- and ``"Image: N/A"`` on their own; ``util/datasets.py`` encodes
 ``prompt + answer`` as one string, no space put between them, and ``lavin/model.py``
-``insert_image_embeds`` puts prefix and visual tokens after its BOS). ``tests/test_mma_layout_ids.py``
+``insert_image_embeds`` puts prefix and visual tokens after its BOS). ``tests/models/mma/test_mma_layout_ids.py``
 compares the ids with that construction. Visual-token slots hold ``VISUAL`` (-1) in ``input_ids``; ``MMAModel.embed`` fills them
 with the front end's tokens, and ``MMAModel`` prepends the modality token itself (it is an
 embedding, not a vocabulary id). Labels are -100 everywhere except the answer (and its EOS), so
@@ -36,7 +36,7 @@ def image_prompt(prompt: str, visual_tokens: int) -> str:
     """
     # " " before the prompt: LaVIN tokenises the prompt on its own, so SentencePiece starts it with
     # its dummy-prefix "▁"; after a special token a tokenizer starts a new piece, and the space is
-    # what gives that "▁" back (the same ids, tests/test_mma_layout_ids.py)
+    # what gives that "▁" back (the same ids, tests/models/mma/test_mma_layout_ids.py)
     return "Image: " + IMAGE_TOKEN * visual_tokens + (" " + prompt if prompt else "")
 
 
