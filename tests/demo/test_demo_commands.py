@@ -71,7 +71,8 @@ def test_each_command_line_makes_the_stage_call_of_its_step(quick: bool, monkeyp
             return returns
         return record
 
-    monkeypatch.setattr(build, "build_summary", recorder("build.build_summary", {"rows": []}))
+    monkeypatch.setattr(build, "build_summary", recorder("build.build_summary", {"rows": []}))  # the CLI's
+    monkeypatch.setattr(pipeline, "build_summary", build.build_summary)  # the demo's: the same recorder
     monkeypatch.setattr(vpgtrans, "run_warmup", recorder("run_warmup"))
     monkeypatch.setattr(vpgtrans, "run_transfer", recorder("run_transfer"))
     monkeypatch.setattr(warm_artifact, "flags_from_warmup", lambda path: {"src": "demo-blip2-opt-s", "dst": "demo-llama"})
