@@ -29,14 +29,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _watch import run_watched  # bench/_watch.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,21 +80,9 @@ def run_child(args: argparse.Namespace, n_images: int, workers: int) -> dict:
         env["PYTHONPATH"] = str(Path(args.code).resolve())
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--images", str(args.images),
            "--n", str(n_images), "--workers", str(workers), "--steps", str(args.steps), "--batch", str(args.batch)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    peak = 0
-
-    def watch() -> None:
-        nonlocal peak
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    out, _ = proc.communicate()
-    thread.join()
-    if proc.returncode:
-        raise SystemExit(f"child failed ({proc.returncode}): {' '.join(cmd)}")
+    peak, out, code = run_watched(cmd, env, tree_rss)
+    if code:
+        raise SystemExit(f"child failed ({code}): {' '.join(cmd)}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = peak / 2**20
     return result

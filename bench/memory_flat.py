@@ -32,11 +32,11 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from _watch import run_watched  # bench/_watch.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "memory_flat"
@@ -114,21 +114,10 @@ def run(argv: list[str], env: dict, trace: Path | None = None) -> tuple[float, f
     head = [sys.executable, str(Path(__file__).resolve()), "--trace", str(trace), "--"] if trace else \
         [sys.executable, "-m", "vltool"]
     started = time.perf_counter()
-    proc = subprocess.Popen([*head, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
-
-    def watch() -> None:
-        nonlocal peak
-        while proc.poll() is None:
-            peak = max(peak, sum(anon_kib(p) for p in tree(proc.pid)))
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    out, _ = proc.communicate()
-    thread.join()
-    if proc.returncode:
-        raise SystemExit(f"vltool {' '.join(argv)} failed ({proc.returncode}):\n{out[-3000:]}")
+    peak, out, code = run_watched([*head, *argv], env, lambda pid: sum(anon_kib(p) for p in tree(pid)),
+                                  merge_stderr=True)
+    if code:
+        raise SystemExit(f"vltool {' '.join(argv)} failed ({code}):\n{out[-3000:]}")
     return peak / 1024, time.perf_counter() - started, out
 
 

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from support.real_layouts import NUM_QUERY_TOKENS, OLD_BLIP2_REVISION, VICUNA_CONFIG_IDS, build_hub_cache
+from support.real_layouts import (
+    NUM_QUERY_TOKENS,
+    OLD_BLIP2_REVISION,
+    VICUNA_CONFIG_IDS,
+    build_hub_cache,
+    offline_hub,
+)
 from support.run import invoke
 
 from vltool.artifacts import read_artifact
@@ -32,10 +38,7 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return hf_home
+    return offline_hub(hf_home, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,22 @@ from vltool.eval.scoring import metric_family, score
 SAMPLES = [Sample(str(i), None, "p", a, [a]) for i, a in enumerate(["red", "blue", "green"], start=1)]
 
 
-def test_bad_json_line_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"id": 1, "prediction": "red"}\n\n{oops\n', r"p.jsonl line 3 is not valid JSON"),
+    ('{"id": 1, "prediction": "red"}\n{"id": 2}\n',
+     r"p.jsonl line 2: expected an object with an 'id' and a 'prediction'"),
+    ('{"id": 1, "prediction": "red"}\n{"id": "1", "prediction": "blue"}\n',
+     r"p.jsonl line 2: id '1' was already given at line 1"),
+    ('{"id": 1, "prediction": ["red"]}\n', r"line 1: 'prediction' must be a string"),
+])
+def test_bad_json_line_is_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "p.jsonl"
-    path.write_text('{"id": 1, "prediction": "red"}\n\n{oops\n')
-    with pytest.raises(UserError, match=r"p.jsonl line 3 is not valid JSON"):
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
         read_predictions(path)
-    path.write_text('{"id": 1, "prediction": "red"}\n{"id": 2}\n')
-    with pytest.raises(UserError, match=r"p.jsonl line 2: expected an object with an 'id' and a 'prediction'"):
-        read_predictions(path)
-    path.write_text('{"id": 1, "prediction": "red"}\n{"id": "1", "prediction": "blue"}\n')
-    with pytest.raises(UserError, match=r"p.jsonl line 2: id '1' was already given at line 1"):
-        read_predictions(path)
-    path.write_text('{"id": 1, "prediction": ["red"]}\n')
-    with pytest.raises(UserError, match=r"line 1: 'prediction' must be a string"):
-        read_predictions(path)
+
+
+def test_a_missing_predictions_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"predictions file .*none.jsonl does not exist"):
         read_predictions(tmp_path / "none.jsonl")
 

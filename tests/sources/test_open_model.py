@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.real_layouts import OLD_BLIP2_REVISION, build_hub_cache
+from support.real_layouts import OLD_BLIP2_REVISION, build_hub_cache, offline_hub
 from support.run import invoke
 
 from vltool.errors import UserError
@@ -25,10 +25,7 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return hf_home
+    return offline_hub(hf_home, monkeypatch)
 
 
 def test_vicuna_ids_come_from_tokenizer_and_generation_config(hub: Path) -> None:

@@ -424,3 +424,11 @@ def build_hub_cache(hf_home: Path, only: list[str] | None = None) -> dict[str, P
     out = {hub_id: build(cache) for hub_id, build in REPOS.items() if only is None or hub_id in only}
     shutil.rmtree(cache / ".staging", ignore_errors=True)
     return out
+
+
+def offline_hub(home: Path, monkeypatch) -> Path:
+    """Point huggingface_hub at the replica cache ``home``, offline, for one test."""
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
