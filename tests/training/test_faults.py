@@ -34,3 +34,15 @@ def test_sigint_runs_the_installed_handler(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         signal.signal(signal.SIGINT, previous)
     assert seen == [signal.SIGINT]
+
+
+@pytest.mark.parametrize("inherited", [signal.SIG_IGN, signal.SIG_DFL])
+def test_sigint_stops_the_run_even_when_the_process_inherited_it_ignored(inherited) -> None:
+    """A background process of a non-interactive shell (CI) starts with SIGINT ignored; the planned
+    Ctrl-C must still stop the run at its step."""
+    previous = signal.signal(signal.SIGINT, inherited)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            maybe_fault({4: signal.SIGINT}, 4)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -28,19 +28,29 @@ def planned_faults(task: str) -> dict[int, signal.Signals]:
 
 
 def maybe_fault(faults: dict[int, signal.Signals], step: int) -> None:
-    """Deliver the fault planned for ``step``, synchronously.
+    """Deliver the fault planned for ``step``, synchronously, whatever the process inherited.
 
-    SIGKILL from ``os.kill`` ends the process before the call returns. SIGINT sent the same way is
-    only noted by the C handler; Python runs its handler at some later bytecode boundary, which under
-    load can fall inside a finaliser or a worker thread's callback, where the KeyboardInterrupt is
-    swallowed and the run goes on. So SIGINT calls the installed Python handler right here, exactly
-    what Ctrl-C would run, and the fault fires at the named step whatever the load.
+    SIGKILL from ``os.kill`` ends the process before the call returns. SIGINT is what Ctrl-C
+    sends, and the run must stop here exactly as a Ctrl-C in a terminal stops it, so it is not sent
+    through the kernel at all:
+
+    - a process started in the background by a non-interactive shell (CI, ``cmd &``, nohup)
+      inherits SIGINT *ignored*, and Python then installs no handler: a sent SIGINT does nothing and
+      the run finishes (seen on a fresh machine: exit 0 where 130 was expected);
+    - even with Python's handler installed, a sent signal only runs it at some later bytecode,
+      which can fall inside a finaliser where the KeyboardInterrupt is swallowed.
+
+    So the installed Python handler is called right here, or, when there is none (ignored or
+    default), the KeyboardInterrupt Python's own Ctrl-C handler would raise is raised.
     """
     sig = faults.get(step)
     if sig is None:
         return
+    if sig != signal.SIGINT:
+        os.kill(os.getpid(), sig)
+        return
     handler = signal.getsignal(sig)
-    if sig == signal.SIGINT and callable(handler):
+    if callable(handler):
         handler(sig, sys._getframe())
         return
-    os.kill(os.getpid(), sig)
+    raise KeyboardInterrupt
