@@ -141,7 +141,7 @@ def format_errors(err: ValidationError, schema: type[BaseModel], source: str,
         else:
             got = item.get("input")
             shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-            lines.append(f"{source_of}: '{key}' = {shown}: {item['msg']}")
+            lines.append(f"{source_of}: '{key}' = {shown}: {item['msg'].removeprefix('Value error, ')}")
     return lines
 
 
